@@ -1,0 +1,3 @@
+"""RingRift training daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,582 @@
+"""Read side of the GameReplayDB (SQLite files owned by the self-play writers).
+
+Read-only (``mode=ro``), never takes a write lock, works while a writer appends
+in WAL mode, and adapts to the schema version (v6 .. v18) by detecting columns.
+
+:meth:`GameDB.refresh` keeps per-config counts incrementally. Its cost grows
+with the rows that are new since the last refresh, not with the database:
+
+* nothing changed: one ``stat`` and ``PRAGMA data_version`` (which only moves
+  when another connection commits);
+* new games: ``rowid > watermark``;
+* status updates (``active`` -> ``completed``): only the rows still pending are
+  re-read;
+* orphan moves: only move rows past the move watermark, plus the few candidates
+  still unresolved;
+* a replaced file: a new inode, or the watermark row no longer holding the same
+  game, triggers one full rescan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from daemon.keys import PLAYER_COUNTS, board_aliases, make_config_key, normalize_board, parse_config_key
+
+USABLE_STATUSES = frozenset({"completed", "finished"})
+PENDING_STATUSES = frozenset({"active", "in_progress", "paused", "waiting"})
+REQUIRED_GAME_COLUMNS = ("game_id", "board_type", "num_players", "game_status", "winner")
+REQUIRED_MOVE_COLUMNS = ("game_id", "move_number", "player", "move_json")
+_CHUNK = 500
+
+Pos = tuple[int, int, int | None]
+
+
+class GameDBError(Exception):
+    """A game database that cannot be read; names the file and the reason."""
+
+    kind = "error"
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DatabaseMissing(GameDBError):
+    kind = "missing"
+
+
+class NotADatabase(GameDBError):
+    kind = "not_a_database"
+
+
+class CorruptDatabase(GameDBError):
+    kind = "corrupt"
+
+
+class SchemaError(GameDBError):
+    kind = "schema"
+
+
+class DatabaseLocked(GameDBError):
+    kind = "locked"
+
+
+@dataclass
+class SkipCounts:
+    orphan: int = 0
+    active: int = 0
+    abandoned: int = 0
+    no_winner: int = 0
+    other: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("orphan", "active", "abandoned", "no_winner", "other")}
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    config_key: str
+    usable_games: int
+    # Highest games.rowid holding a row of this config (any status).
+    watermark: int
+    # Usable games gained since the previous refresh (negative if the file shrank).
+    new_games: int
+    skipped: SkipCounts
+    # Changes exactly when this config's rows change: for the export cache.
+    signature: str
+
+
+@dataclass(frozen=True)
+class SourceSnapshot:
+    path: str
+    ok: bool
+    error: str | None
+    schema_version: int | None
+    identity: tuple[int, int] | None
+    max_rowid: int
+    status_updates: int
+    replaced: bool
+    changed: bool
+    configs: dict[str, ConfigSnapshot]
+    orphans: tuple[str, ...]
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Player:
+    seat: int
+    player_type: str | None
+    ai_type: str | None
+    profile_id: str | None
+    eliminated_rings: int | None
+    territory_spaces: int | None
+
+
+@dataclass(frozen=True)
+class Move:
+    move_number: int
+    player: int
+    phase: str | None
+    move_type: str | None
+    from_pos: Pos | None
+    to_pos: Pos | None
+    capture_target: Pos | None
+    # False when the move JSON could not be parsed; positions are then None.
+    valid: bool = True
+
+
+@dataclass(frozen=True)
+class Game:
+    game_id: str
+    rowid: int
+    board_type: str
+    num_players: int
+    status: str
+    winner: int | None
+    source: str | None
+    created_at: str | None
+    metadata: dict[str, Any]
+    players: list[Player]
+    moves: list[Move]
+    ranking: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _pos(v: Any) -> Pos | None:
+    if not isinstance(v, dict):
+        return None
+    x, y, z = v.get("x"), v.get("y"), v.get("z")
+    if type(x) is not int or type(y) is not int or (z is not None and type(z) is not int):
+        return None
+    return x, y, z
+
+
+def parse_move(move_number: int, player: int, phase: str | None, mtype: str | None, raw: str | bytes) -> Move:
+    """Parse one ``move_json``; malformed JSON gives a ``valid=False`` move, never an exception."""
+    try:
+        d = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return Move(move_number, player, phase, mtype, None, None, None, valid=False)
+    if not isinstance(d, dict):
+        return Move(move_number, player, phase, mtype, None, None, None, valid=False)
+    t = d.get("type")
+    return Move(
+        move_number,
+        player,
+        phase,
+        mtype or (t if isinstance(t, str) else None),
+        _pos(d.get("from")),
+        _pos(d.get("to")),
+        _pos(d.get("captureTarget")),
+    )
+
+
+def _config_of(board: Any, players: Any) -> str | None:
+    try:
+        if not isinstance(board, str) or int(players) not in PLAYER_COUNTS:
+            return None
+        return make_config_key(board, int(players))
+    except (ValueError, TypeError):
+        return None
+
+
+def _classify(status: Any, winner: Any) -> str:
+    s = str(status).lower() if status is not None else ""
+    if s in USABLE_STATUSES:
+        return "usable" if winner is not None else "no_winner"
+    if s in PENDING_STATUSES:
+        return "active"
+    if s == "abandoned":
+        return "abandoned"
+    return "other"
+
+
+def _translate(path: Path, e: sqlite3.Error) -> GameDBError:
+    msg = str(e)
+    low = msg.lower()
+    if "locked" in low or "busy" in low:
+        return DatabaseLocked(path, f"database is locked ({msg})")
+    if "not a database" in low or "file is encrypted" in low:
+        return NotADatabase(path, "not an SQLite database")
+    if "malformed" in low or "corrupt" in low or "disk i/o" in low:
+        return CorruptDatabase(path, f"database is corrupt ({msg})")
+    if "no such table" in low or "no such column" in low:
+        return SchemaError(path, f"unexpected schema ({msg})")
+    if "unable to open" in low:
+        return DatabaseMissing(path, f"cannot open database ({msg})")
+    return CorruptDatabase(path, msg)
+
+
+class GameDB:
+    """One game database. Not thread-safe by design; an internal lock serialises callers."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._reset()
+        self.snapshot: SourceSnapshot | None = None
+
+    def _reset(self) -> None:
+        self._identity: tuple[int, int] | None = None
+        self._stat: tuple[int, int] | None = None
+        self._data_version: int | None = None
+        self._schema_version: int | None = None
+        self._game_cols: frozenset[str] = frozenset()
+        self._watermark = 0
+        self._watermark_gid: str | None = None
+        self._moves_watermark = 0
+        self._usable: dict[str, int] = {}
+        self._config_max: dict[str, tuple[int, str]] = {}
+        self._skips: dict[str, SkipCounts] = {}
+        self._source_skips = SkipCounts()
+        self._pending: dict[int, str | None] = {}
+        self._orphans: dict[str, str | None] = {}
+        self._status_updates = 0
+        self._prev_usable: dict[str, int] = {}
+
+    # -- connection -------------------------------------------------------
+    def open(self) -> None:
+        """Open read-only and check the schema (raises :class:`GameDBError`)."""
+        with self._lock:
+            self._open_locked()
+
+    def _open_locked(self) -> None:
+        self._close_locked()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise DatabaseMissing(self.path, "file not found") from None
+        except OSError as e:
+            raise DatabaseMissing(self.path, f"cannot stat: {e.strerror}") from None
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise _translate(self.path, e) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA query_only=1")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "games" not in tables or "game_moves" not in tables:
+                raise SchemaError(self.path, "not a GameReplayDB: tables 'games' and 'game_moves' are required")
+            gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
+            mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
+            missing = [c for c in REQUIRED_GAME_COLUMNS if c not in gcols]
+            missing += [f"game_moves.{c}" for c in REQUIRED_MOVE_COLUMNS if c not in mcols]
+            if missing:
+                raise SchemaError(self.path, f"missing columns: {', '.join(missing)}")
+            version = None
+            if "schema_metadata" in tables:
+                row = conn.execute("SELECT value FROM schema_metadata WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row and str(row[0]).isdigit() else None
+            self._tables = frozenset(tables)
+            self._game_cols = frozenset(gcols)
+            self._move_cols = frozenset(mcols)
+            self._schema_version = version
+        except GameDBError:
+            conn.close()
+            raise
+        except sqlite3.Error as e:
+            conn.close()
+            raise _translate(self.path, e) from None
+        self._conn = conn
+        self._identity = (st.st_dev, st.st_ino)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- refresh ------------------------------------------------------------
+    def refresh(self) -> SourceSnapshot:
+        """Bring the counts up to date; raises :class:`GameDBError` (the source is then unhealthy)."""
+        with self._lock:
+            try:
+                return self._refresh_locked()
+            except sqlite3.Error as e:
+                self._close_locked()
+                raise _translate(self.path, e) from None
+
+    def poll(self) -> SourceSnapshot:
+        """Like :meth:`refresh` but never raises: an unreadable file gives ``ok=False``."""
+        try:
+            return self.refresh()
+        except GameDBError as e:
+            prev = self.snapshot
+            snap = SourceSnapshot(
+                path=str(self.path), ok=False, error=str(e), error_kind=e.kind,
+                schema_version=prev.schema_version if prev else None, identity=None, max_rowid=0,
+                status_updates=0, replaced=False, changed=True, configs={}, orphans=(),
+            )
+            self.snapshot = snap
+            return snap
+
+    def _refresh_locked(self) -> SourceSnapshot:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._close_locked()
+            self._reset()
+            raise DatabaseMissing(self.path, "file went away") from None
+        replaced = False
+        if self._conn is None or self._identity != (st.st_dev, st.st_ino):
+            replaced = self._identity is not None
+            self._reset()
+            self._open_locked()
+        conn = self._conn
+        assert conn is not None
+        stat_key = (st.st_size, st.st_mtime_ns)
+        dv = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if dv == self._data_version and stat_key == self._stat and self.snapshot is not None and self.snapshot.ok:
+            if self.snapshot.changed:
+                self.snapshot = self._build(replaced=False, changed=False)
+            return self.snapshot
+        self._data_version, self._stat = dv, stat_key
+        conn.execute("BEGIN")  # one read transaction: a consistent view for all queries below
+        try:
+            if self._watermark and self._content_replaced(conn):
+                replaced = True
+                identity = self._identity
+                self._reset()
+                self._identity, self._data_version, self._stat = identity, dv, stat_key
+            self._scan_new_games(conn)
+            self._recheck_pending(conn)
+            self._scan_orphans(conn)
+        finally:
+            conn.execute("COMMIT")
+        self.snapshot = self._build(replaced=replaced, changed=True)
+        self._prev_usable = dict(self._usable)
+        return self.snapshot
+
+    def _content_replaced(self, conn: sqlite3.Connection) -> bool:
+        row = conn.execute("SELECT game_id FROM games WHERE rowid=?", (self._watermark,)).fetchone()
+        return row is None or row[0] != self._watermark_gid
+
+    def _bump(self, key: str | None, kind: str, delta: int) -> None:
+        if kind == "usable":
+            assert key is not None
+            self._usable[key] = self._usable.get(key, 0) + delta
+            return
+        skips = self._skips.setdefault(key, SkipCounts()) if key else self._source_skips
+        setattr(skips, kind, getattr(skips, kind) + delta)
+
+    def _scan_new_games(self, conn: sqlite3.Connection) -> None:
+        cur = conn.execute(
+            "SELECT rowid, game_id, board_type, num_players, game_status, winner FROM games"
+            " WHERE rowid > ? ORDER BY rowid",
+            (self._watermark,),
+        )
+        while rows := cur.fetchmany(_CHUNK):
+            for rowid, gid, board, players, status, winner in rows:
+                key = _config_of(board, players)
+                kind = _classify(status, winner) if key else "other"
+                self._bump(key, kind, 1)
+                if kind == "active":
+                    self._pending[rowid] = key
+                if key:
+                    self._config_max[key] = (rowid, str(gid))
+                self._watermark, self._watermark_gid = rowid, str(gid)
+
+    def _recheck_pending(self, conn: sqlite3.Connection) -> None:
+        ids = list(self._pending)
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            seen = set()
+            for rowid, status, winner in conn.execute(
+                f"SELECT rowid, game_status, winner FROM games WHERE rowid IN ({marks})", chunk
+            ):
+                seen.add(rowid)
+                kind = _classify(status, winner)
+                if kind != "active":
+                    key = self._pending.pop(rowid)
+                    self._bump(key, "active", -1)
+                    self._bump(key, kind, 1)
+                    self._status_updates += 1
+            for rowid in set(chunk) - seen:  # deleted while pending
+                self._bump(self._pending.pop(rowid), "active", -1)
+
+    def _scan_orphans(self, conn: sqlite3.Connection) -> None:
+        new_ids: set[str] = set()
+        top = conn.execute("SELECT max(rowid) FROM game_moves").fetchone()[0] or 0
+        if top > self._moves_watermark:
+            for (gid,) in conn.execute(
+                "SELECT DISTINCT m.game_id FROM game_moves m WHERE m.rowid > ? AND m.rowid <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = m.game_id)",
+                (self._moves_watermark, top),
+            ):
+                new_ids.add(str(gid))
+            self._moves_watermark = top
+        for gid in new_ids - set(self._orphans):
+            key = self._orphan_config(conn, gid)
+            self._orphans[gid] = key
+            self._bump(key, "orphan", 1)
+        # An orphan whose games row appeared later is no longer an orphan.
+        if self._orphans:
+            ids = list(self._orphans)
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for (gid,) in conn.execute(f"SELECT game_id FROM games WHERE game_id IN ({marks})", chunk):
+                    self._bump(self._orphans.pop(gid), "orphan", -1)
+
+    def _orphan_config(self, conn: sqlite3.Connection, game_id: str) -> str | None:
+        """Board and player count of an orphan from its initial state or player rows."""
+        board: Any = None
+        players: Any = None
+        if "game_initial_state" in self._tables:
+            row = conn.execute(
+                "SELECT initial_state_json, compressed FROM game_initial_state WHERE game_id=?", (game_id,)
+            ).fetchone()
+            if row and not row[1]:
+                try:
+                    state = orjson.loads(row[0])
+                    board = state.get("boardType") or (state.get("board") or {}).get("type")
+                    if isinstance(state.get("players"), list):
+                        players = len(state["players"])
+                except (orjson.JSONDecodeError, AttributeError, TypeError):
+                    pass
+        if "game_players" in self._tables:
+            n = conn.execute("SELECT count(*) FROM game_players WHERE game_id=?", (game_id,)).fetchone()[0]
+            players = n or players
+        return _config_of(board, players)
+
+    def _build(self, *, replaced: bool, changed: bool) -> SourceSnapshot:
+        configs: dict[str, ConfigSnapshot] = {}
+        keys = set(self._usable) | set(self._skips) | set(self._config_max)
+        for key in sorted(keys):
+            usable = self._usable.get(key, 0)
+            wm, gid = self._config_max.get(key, (0, ""))
+            sig_src = f"{self._identity}|{wm}|{gid}|{usable}"
+            configs[key] = ConfigSnapshot(
+                config_key=key,
+                usable_games=usable,
+                watermark=wm,
+                new_games=usable - self._prev_usable.get(key, 0) if changed else 0,
+                skipped=SkipCounts(**self._skips.get(key, SkipCounts()).as_dict()),
+                signature=hashlib.sha256(sig_src.encode()).hexdigest()[:32],
+            )
+        return SourceSnapshot(
+            path=str(self.path), ok=True, error=None, schema_version=self._schema_version,
+            identity=self._identity, max_rowid=self._watermark, status_updates=self._status_updates,
+            replaced=replaced, changed=changed, configs=configs, orphans=tuple(sorted(self._orphans)),
+        )
+
+    # -- streaming ----------------------------------------------------------
+    def iter_games(
+        self, config_key: str, *, upto_rowid: int | None = None, newest_first: bool = True, limit: int | None = None
+    ) -> Iterator[Game]:
+        """Usable games of ``config_key`` with ``rowid <= upto_rowid``, one at a time.
+
+        Uses its own connection so streaming never blocks :meth:`refresh`.
+        """
+        board, n = parse_config_key(config_key)
+        aliases = board_aliases(board)
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+        except sqlite3.Error as e:
+            raise _translate(self.path, e) from None
+        try:
+            yield from self._iter(conn, aliases, n, upto_rowid, newest_first, limit)
+        except sqlite3.Error as e:
+            raise _translate(self.path, e) from None
+        finally:
+            conn.close()
+
+    def _iter(
+        self, conn: sqlite3.Connection, aliases: tuple[str, ...], n: int, upto: int | None, newest: bool,
+        limit: int | None,
+    ) -> Iterator[Game]:
+        gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
+        mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        opt = [c for c in ("source", "created_at", "metadata_json", "opponent_model_id", "opponent_type",
+                           "quality_score", "engine_mode") if c in gcols]
+        sel = ", ".join(["rowid", "game_id", "board_type", "num_players", "game_status", "winner", *opt])
+        marks = ",".join("?" * len(aliases))
+        statuses = ",".join(f"'{s}'" for s in sorted(USABLE_STATUSES))
+        sql = (
+            f"SELECT {sel} FROM games WHERE board_type IN ({marks}) AND num_players = ?"
+            f" AND lower(game_status) IN ({statuses}) AND winner IS NOT NULL AND rowid <= ?"
+            f" ORDER BY rowid {'DESC' if newest else 'ASC'}"
+        )
+        params: list[Any] = [*aliases, n, upto if upto is not None else 2**62]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        phase_col = "phase" if "phase" in mcols else "NULL"
+        type_col = "move_type" if "move_type" in mcols else "NULL"
+        move_sql = (
+            f"SELECT move_number, player, {phase_col}, {type_col}, move_json FROM game_moves"
+            " WHERE game_id = ? ORDER BY move_number"
+        )
+        has_players = "game_players" in tables
+        games = conn.execute(sql, params)
+        inner = conn.cursor()
+        while rows := games.fetchmany(64):
+            for row in rows:
+                rec = dict(zip(["rowid", "game_id", "board_type", "num_players", "status", "winner", *opt], row,
+                               strict=True))
+                gid = rec["game_id"]
+                moves = [parse_move(m[0], m[1], m[2], m[3], m[4]) for m in inner.execute(move_sql, (gid,))]
+                players = self._players(inner, gid) if has_players else []
+                yield Game(
+                    game_id=str(gid), rowid=rec["rowid"], board_type=normalize_board(rec["board_type"]),
+                    num_players=int(rec["num_players"]), status=str(rec["status"]), winner=int(rec["winner"]),
+                    source=rec.get("source"), created_at=rec.get("created_at"),
+                    metadata=_json_dict(rec.get("metadata_json")), players=players, moves=moves,
+                    ranking=_ranking(int(rec["winner"]), players, int(rec["num_players"])),
+                    extra={k: rec[k] for k in ("opponent_model_id", "opponent_type", "quality_score", "engine_mode")
+                           if k in rec},
+                )
+        inner.close()
+
+    @staticmethod
+    def _players(cur: sqlite3.Cursor, game_id: str) -> list[Player]:
+        rows = cur.execute(
+            "SELECT player_number, player_type, ai_type, ai_profile_id, final_eliminated_rings,"
+            " final_territory_spaces FROM game_players WHERE game_id = ? ORDER BY player_number",
+            (game_id,),
+        ).fetchall()
+        return [Player(*r) for r in rows]
+
+
+def _json_dict(raw: Any) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        v = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return {}
+    return v if isinstance(v, dict) else {}
+
+
+def _ranking(winner: int, players: list[Player], n: int) -> list[int] | None:
+    """Seats best -> worst: the winner first, then by territory, then eliminated rings."""
+    seats = [p.seat for p in players if 1 <= p.seat <= n]
+    if sorted(seats) != list(range(1, n + 1)) or winner not in seats:
+        return None
+    rest = sorted(
+        (p for p in players if p.seat != winner),
+        key=lambda p: (-(p.territory_spaces or 0), -(p.eliminated_rings or 0), p.seat),
+    )
+    return [winner, *(p.seat for p in rest)]

@@ -1,0 +1,295 @@
+"""The one typed ``Settings`` object: YAML file + ``RINGRIFT_DAEMON_*`` environment.
+
+Built once at the edge (``cli.main``) and passed in; nothing below ``main``
+reads the environment. Every duration is in seconds unless its name says
+otherwise (``staleness_hours``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
+
+ENV_PREFIX = "RINGRIFT_DAEMON_"
+ENV_NESTING = "__"
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+
+PositiveSeconds = float
+
+
+class SettingsError(Exception):
+    """Bad settings: one message naming the field path and the bad value (exit 2)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    # Secrets never come from YAML: the password is read from this file, or
+    # from RINGRIFT_DAEMON_REDIS__PASSWORD.
+    password_file: Path | None = None
+    password: SecretStr | None = None
+    key_prefix: str = "ringrift:"
+    ttl: float = Field(default=60.0, gt=0)
+    connect_timeout: float = Field(default=2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    def resolved_password(self) -> str | None:
+        """The password from the environment or ``password_file`` (stripped)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return None
+
+
+class LockSettings(_Section):
+    # auto: Redis when configured and reachable, else file locks (with a warning).
+    backend: Literal["auto", "redis", "file"] = "auto"
+
+
+class HttpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+    @field_validator("port")
+    @classmethod
+    def _not_prometheus(cls, v: int) -> int:
+        if v == 9090:
+            raise ValueError("9090 is Prometheus's own port; pick another (default 9464)")
+        return v
+
+
+class ScheduleSettings(_Section):
+    poll_interval: float = Field(default=30.0, gt=0)
+    decide_interval: float = Field(default=30.0, gt=0)
+    health_interval: float = Field(default=60.0, gt=0)
+    misfire_grace: float = Field(default=30.0, ge=0)
+    # Bound on the graceful drain after SIGTERM before trainer groups are stopped.
+    drain_timeout: float = Field(default=60.0, ge=0)
+
+
+class TriggerSettings(_Section):
+    freshness_threshold: int = Field(default=500, gt=0)
+    staleness_hours: float = Field(default=6.0, gt=0)
+    min_win_rate: float = Field(default=0.45, ge=0, le=1)
+    staleness_min_freshness: float = Field(default=0.3, ge=0, le=1)
+    regression_threshold: float = Field(default=0.5, ge=0, le=1)
+    bootstrap_min_games: int = Field(default=100, ge=0)
+    min_interval: float = Field(default=1800.0, ge=0)
+
+
+class CurriculumSettings(_Section):
+    window: float = Field(default=1800.0, gt=0)
+    history_limit: int = Field(default=1000, gt=0)
+    evaluation_sources: tuple[str, ...] = ("gauntlet", "tournament", "evaluation")
+
+
+class HealthSettings(_Section):
+    stalled_after: float = Field(default=4 * 3600.0, gt=0)
+    stale_model_after: float = Field(default=24 * 3600.0, gt=0)
+    stale_data_after: float = Field(default=12 * 3600.0, gt=0)
+    low_win_rate: float = Field(default=0.35, ge=0, le=1)
+    failures_critical: int = Field(default=3, gt=0)
+
+
+class ExportSection(_Section):
+    # "builtin" or "package.module:Class" implementing the encoder protocol.
+    encoder: str = "builtin"
+    history_length: int = Field(default=4, gt=0)
+    min_free_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+
+
+class TrainingSettings(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_concurrent: int = Field(default=1, gt=0)
+    nproc_per_node: int = Field(default=1, gt=0)
+    timeout: float = Field(default=4 * 3600.0, gt=0)
+    # SIGTERM -> SIGKILL grace for the trainer's process group.
+    grace: float = Field(default=30.0, ge=0)
+    # No progress line for this long means the trainer hung.
+    heartbeat_timeout: float = Field(default=900.0, gt=0)
+    channels: int = Field(default=32, gt=0)
+    blocks: int = Field(default=2, gt=0)
+    epochs: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    learning_rate: float = Field(default=2e-3, gt=0)
+
+
+class DemoSettings(_Section):
+    config: str = "square8_2p"
+    rate: float = Field(default=20.0, gt=0)
+    db: Path = Path("data/games/demo.db")
+
+    @field_validator("config")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return validate_config_key(v)
+
+
+class Settings(_Section):
+    data_dir: Path = Path("data")
+    game_dbs: tuple[str, ...] = ("data/games/*.db",)
+    configs: tuple[str, ...] = ALL_CONFIG_KEYS
+    redis: RedisSettings | None = None
+    locks: LockSettings = LockSettings()
+    http: HttpSettings = HttpSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    triggers: TriggerSettings = TriggerSettings()
+    curriculum: CurriculumSettings = CurriculumSettings()
+    health: HealthSettings = HealthSettings()
+    export: ExportSection = ExportSection()
+    training: TrainingSettings = TrainingSettings()
+    demo: DemoSettings = DemoSettings()
+
+    @field_validator("configs")
+    @classmethod
+    def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for key in v:
+            validate_config_key(key)
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate config keys")
+        return v
+
+    # Derived locations (all under data_dir).
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def training_dir(self) -> Path:
+        return self.data_dir / "training"
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.data_dir / "locks"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "model_registry"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    def resolve_game_dbs(self) -> list[Path]:
+        """Paths named by ``game_dbs`` (globs expanded, sorted, de-duplicated)."""
+        found: dict[Path, None] = {}
+        for pattern in self.game_dbs:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            for m in matches:
+                found.setdefault(Path(m).absolute(), None)
+        return list(found)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``RINGRIFT_DAEMON_HTTP__PORT=9464`` -> ``{"http": {"port": 9464}}`` (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_NESTING)]
+        if not all(path):
+            raise SettingsError(f"{name}: empty level in environment override")
+        value: Any = raw if path[-1] == "password" else yaml.safe_load(raw) if raw else raw
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SettingsError(f"{name}: conflicts with another override")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(dict(out[k]), v)
+        elif isinstance(v, Mapping) and out.get(k) is None:
+            out[k] = dict(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _reject_yaml_secrets(data: Mapping[str, Any]) -> None:
+    redis = data.get("redis")
+    if isinstance(redis, Mapping):
+        if "password" in redis:
+            raise SettingsError(
+                "redis.password: secrets are not read from the config file; "
+                "use RINGRIFT_DAEMON_REDIS__PASSWORD or redis.password_file"
+            )
+        url = redis.get("url")
+        if isinstance(url, str) and urlsplit(url).password:
+            raise SettingsError(
+                "redis.url: contains a password; move it to RINGRIFT_DAEMON_REDIS__PASSWORD "
+                "or redis.password_file"
+            )
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    value = first.get("input")
+    return f"{path}: {msg} (got {value!r})"
+
+
+def settings_from_mapping(data: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a settings mapping plus environment overrides; raise :class:`SettingsError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"<root>: expected a mapping of settings (got {type(data).__name__})")
+    _reject_yaml_secrets(data)
+    merged = _merge(dict(data), _env_overrides(environ or {}))
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        raise SettingsError(_format_error(e)) from None
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load ``path`` (default ``config.yaml``; missing default file = built-in defaults)."""
+    env = os.environ if environ is None else environ
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    data: Any = None
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise SettingsError(f"{path}: settings file not found") from None
+        text = ""
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read settings file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) if text else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SettingsError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    return settings_from_mapping(data, env)

@@ -1,0 +1,49 @@
+"""Fixtures shared by every test directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_server import RedisServer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_DB = SHARED / "ringrift" / "canonical_square8_3p.db"
+LEGACY_NPZ = SHARED / "ringrift" / "training_states_sq8_legacy.npz"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh real redis-server on a free loopback port, killed by PID afterwards."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            try:
+                server.resume()
+            except (ProcessLookupError, AssertionError):
+                pass
+        server.stop()
+
+
+@pytest.fixture
+def real_db(tmp_path: Path) -> Path:
+    """A private copy of the real upstream square8_3p database (schema v6)."""
+    if not REAL_DB.exists():
+        pytest.fail(f"missing shared fixture {REAL_DB}")
+    dst = tmp_path / "canonical_square8_3p.db"
+    dst.write_bytes(REAL_DB.read_bytes())
+    os.chmod(dst, 0o644)
+    return dst
+
+
+@pytest.fixture
+def legacy_npz() -> Path:
+    if not LEGACY_NPZ.exists():
+        pytest.fail(f"missing shared fixture {LEGACY_NPZ}")
+    return LEGACY_NPZ

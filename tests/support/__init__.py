@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite (real redis-server, synthetic databases)."""
