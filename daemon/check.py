@@ -44,7 +44,9 @@ def check_databases(settings: Settings) -> list[CheckResult]:
         try:
             snap = db.refresh()
             usable = sum(c.usable_games for c in snap.configs.values())
-            out.append(CheckResult(f"db {path}", True, f"schema v{snap.schema_version}, {usable} usable games"))
+            out.append(
+                CheckResult(f"db {path}", True, f"schema v{snap.schema_version}, {usable} usable games")
+            )
         except GameDBError as e:
             out.append(CheckResult(f"db {path}", False, e.reason))
         finally:
@@ -75,7 +77,9 @@ def check_redis(settings: Settings) -> CheckResult | None:
     r = settings.redis
     try:
         client = redis.Redis.from_url(
-            r.url, password=r.resolved_password(), socket_connect_timeout=r.connect_timeout,
+            r.url,
+            password=r.resolved_password(),
+            socket_connect_timeout=r.connect_timeout,
             socket_timeout=r.connect_timeout,
         )
         try:
@@ -103,7 +107,9 @@ def check_torch(settings: Settings, environ: dict[str, str]) -> CheckResult:
     want = settings.training.device
     device = "cuda" if info["cuda"] else "cpu"
     if want == "cuda" and not info["cuda"]:
-        return CheckResult("torch", False, f"training.device is cuda but no GPU is visible (torch {info['torch']})")
+        return CheckResult(
+            "torch", False, f"training.device is cuda but no GPU is visible (torch {info['torch']})"
+        )
     return CheckResult("torch", True, f"torch {info['torch']}, device {device}, {info['gpus']} GPU(s)")
 
 
@@ -125,4 +131,3 @@ def cli_check(settings: Settings, *, as_json: bool, environ: dict[str, str]) -> 
         for r in results:
             print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
     return 0 if ok else 1
-

@@ -19,6 +19,7 @@ with the rows that are new since the last refresh, not with the database:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import sqlite3
@@ -37,7 +38,13 @@ USABLE_STATUSES = frozenset({"completed", "finished"})
 PENDING_STATUSES = frozenset({"active", "in_progress", "paused", "waiting"})
 REQUIRED_GAME_COLUMNS = ("game_id", "board_type", "num_players", "game_status", "winner")
 REQUIRED_MOVE_COLUMNS = ("game_id", "move_number", "player", "move_json")
-_CHUNK = 500
+_CHUNK = 1000
+# Pending (active) games: the newest are rechecked on every refresh; older ones,
+# usually stuck games of a crashed writer, in a rotating slice, so a refresh
+# stays bounded however many of them pile up. Each is rechecked at least once
+# every ceil(old / _PENDING_SLICE) refreshes.
+_PENDING_RECENT = 500
+_PENDING_SLICE = 1000
 
 Pos = tuple[int, int, int | None]
 
@@ -183,13 +190,24 @@ def parse_move(move_number: int, player: int, phase: str | None, mtype: str | No
     )
 
 
+_KEY_CACHE: dict[tuple[str, int], str | None] = {}
+
+
 def _config_of(board: Any, players: Any) -> str | None:
     try:
         if not isinstance(board, str) or int(players) not in PLAYER_COUNTS:
             return None
-        return make_config_key(board, int(players))
+        n = int(players)
     except (ValueError, TypeError):
         return None
+    # Memoised: this runs for every new row, and there are only a few distinct values.
+    ck = (board, n)
+    if ck not in _KEY_CACHE:
+        try:
+            _KEY_CACHE[ck] = make_config_key(board, n) if len(_KEY_CACHE) < 4096 else None
+        except ValueError:
+            _KEY_CACHE[ck] = None
+    return _KEY_CACHE[ck]
 
 
 def _classify(status: Any, winner: Any) -> str:
@@ -243,7 +261,9 @@ class GameDB:
         self._config_max: dict[str, tuple[int, str]] = {}
         self._skips: dict[str, SkipCounts] = {}
         self._source_skips = SkipCounts()
+        # rowid -> config, in ascending rowid order (insertion order).
         self._pending: dict[int, str | None] = {}
+        self._pending_cursor = 0
         self._orphans: dict[str, str | None] = {}
         self._status_updates = 0
         self._prev_usable: dict[str, int] = {}
@@ -252,7 +272,12 @@ class GameDB:
     def open(self) -> None:
         """Open read-only and check the schema (raises :class:`GameDBError`)."""
         with self._lock:
+            previous = self._identity
             self._open_locked()
+            if previous is not None and previous != self._identity:  # another file now: count afresh
+                identity = self._identity
+                self._reset()
+                self._identity = identity
 
     def _open_locked(self) -> None:
         self._close_locked()
@@ -272,7 +297,9 @@ class GameDB:
             conn.execute("PRAGMA query_only=1")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "games" not in tables or "game_moves" not in tables:
-                raise SchemaError(self.path, "not a GameReplayDB: tables 'games' and 'game_moves' are required")
+                raise SchemaError(
+                    self.path, "not a GameReplayDB: tables 'games' and 'game_moves' are required"
+                )
             gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
             mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
             missing = [c for c in REQUIRED_GAME_COLUMNS if c not in gcols]
@@ -295,6 +322,8 @@ class GameDB:
             raise _translate(self.path, e) from None
         self._conn = conn
         self._identity = (st.st_dev, st.st_ino)
+        # data_version is per connection: never compare values across connections.
+        self._data_version = None
 
     def close(self) -> None:
         with self._lock:
@@ -322,9 +351,18 @@ class GameDB:
         except GameDBError as e:
             prev = self.snapshot
             snap = SourceSnapshot(
-                path=str(self.path), ok=False, error=str(e), error_kind=e.kind,
-                schema_version=prev.schema_version if prev else None, identity=None, max_rowid=0,
-                status_updates=0, replaced=False, changed=True, configs={}, orphans=(),
+                path=str(self.path),
+                ok=False,
+                error=str(e),
+                error_kind=e.kind,
+                schema_version=prev.schema_version if prev else None,
+                identity=None,
+                max_rowid=0,
+                status_updates=0,
+                replaced=False,
+                changed=True,
+                configs={},
+                orphans=(),
             )
             self.snapshot = snap
             return snap
@@ -333,35 +371,50 @@ class GameDB:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
+            seen = self._identity is not None
             self._close_locked()
             self._reset()
-            raise DatabaseMissing(self.path, "file went away") from None
+            raise DatabaseMissing(self.path, "file went away" if seen else "file not found") from None
+        except OSError as e:
+            self._close_locked()
+            raise DatabaseMissing(self.path, f"cannot stat: {e.strerror}") from None
         replaced = False
-        if self._conn is None or self._identity != (st.st_dev, st.st_ino):
-            replaced = self._identity is not None
+        if self._identity is not None and self._identity != (st.st_dev, st.st_ino):
+            replaced = True  # a new inode: another file was moved into place
+            self._close_locked()
             self._reset()
+        if self._conn is None:
+            # First open, a new file, or reconnecting after an error (counts kept:
+            # the content check below catches a file rewritten in the meantime).
             self._open_locked()
         conn = self._conn
         assert conn is not None
         stat_key = (st.st_size, st.st_mtime_ns)
         dv = int(conn.execute("PRAGMA data_version").fetchone()[0])
-        if dv == self._data_version and stat_key == self._stat and self.snapshot is not None and self.snapshot.ok:
+        if (
+            dv == self._data_version
+            and stat_key == self._stat
+            and self.snapshot is not None
+            and self.snapshot.ok
+        ):
             if self.snapshot.changed:
                 self.snapshot = self._build(replaced=False, changed=False)
             return self.snapshot
-        self._data_version, self._stat = dv, stat_key
         conn.execute("BEGIN")  # one read transaction: a consistent view for all queries below
         try:
             if self._watermark and self._content_replaced(conn):
-                replaced = True
+                replaced = True  # same inode, other content (copied over in place)
                 identity = self._identity
                 self._reset()
-                self._identity, self._data_version, self._stat = identity, dv, stat_key
+                self._identity = identity
             self._scan_new_games(conn)
             self._recheck_pending(conn)
             self._scan_orphans(conn)
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        # Only after a complete pass: a failed pass is redone on the next refresh.
+        self._data_version, self._stat = dv, stat_key
         self.snapshot = self._build(replaced=replaced, changed=True)
         self._prev_usable = dict(self._usable)
         return self.snapshot
@@ -384,6 +437,7 @@ class GameDB:
             " WHERE rowid > ? ORDER BY rowid",
             (self._watermark,),
         )
+        orphans = self._orphans
         while rows := cur.fetchmany(_CHUNK):
             for rowid, gid, board, players, status, winner in rows:
                 key = _config_of(board, players)
@@ -391,15 +445,40 @@ class GameDB:
                 self._bump(key, kind, 1)
                 if kind == "active":
                     self._pending[rowid] = key
+                gid = str(gid)
                 if key:
-                    self._config_max[key] = (rowid, str(gid))
-                self._watermark, self._watermark_gid = rowid, str(gid)
+                    self._config_max[key] = (rowid, gid)
+                if orphans and gid in orphans:  # its games row came after its moves
+                    self._bump(orphans.pop(gid), "orphan", -1)
+                self._watermark, self._watermark_gid = rowid, gid
+
+    def _pending_batch(self) -> list[int]:
+        """The pending rowids to recheck now: all recent ones plus a rotating slice of older ones."""
+        ids = list(self._pending)
+        if len(ids) <= _PENDING_RECENT + _PENDING_SLICE:
+            return ids
+        old, recent = ids[:-_PENDING_RECENT], ids[-_PENDING_RECENT:]
+        start = bisect.bisect_right(old, self._pending_cursor)
+        batch = old[start : start + _PENDING_SLICE]
+        if len(batch) < _PENDING_SLICE:  # wrap around
+            batch += old[: min(start, _PENDING_SLICE - len(batch))]
+        self._pending_cursor = batch[-1]
+        return batch + recent
 
     def _recheck_pending(self, conn: sqlite3.Connection) -> None:
-        ids = list(self._pending)
+        ids = self._pending_batch()
+        pending = ",".join(f"'{s}'" for s in sorted(PENDING_STATUSES))
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
             marks = ",".join("?" * len(chunk))
+            # Usually nothing changed: one aggregate row instead of a row per pending game.
+            found, still = conn.execute(
+                f"SELECT count(*), total(lower(game_status) IN ({pending}))"
+                f" FROM games WHERE rowid IN ({marks})",
+                chunk,
+            ).fetchone()
+            if found == len(chunk) and int(still) == found:
+                continue
             seen = set()
             for rowid, status, winner in conn.execute(
                 f"SELECT rowid, game_status, winner FROM games WHERE rowid IN ({marks})", chunk
@@ -415,28 +494,28 @@ class GameDB:
                 self._bump(self._pending.pop(rowid), "active", -1)
 
     def _scan_orphans(self, conn: sqlite3.Connection) -> None:
-        new_ids: set[str] = set()
+        """Games with moves but no ``games`` row, among the move rows added since the last pass."""
         top = conn.execute("SELECT max(rowid) FROM game_moves").fetchone()[0] or 0
-        if top > self._moves_watermark:
+        if top <= self._moves_watermark:
+            if top < self._moves_watermark:  # move rows deleted from the tail
+                self._moves_watermark = top
+            return
+        # DISTINCT first, then one games lookup per game (not per move row).
+        new_ids = [
+            str(gid)
             for (gid,) in conn.execute(
-                "SELECT DISTINCT m.game_id FROM game_moves m WHERE m.rowid > ? AND m.rowid <= ?"
-                " AND NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = m.game_id)",
+                "SELECT gid FROM (SELECT DISTINCT game_id AS gid FROM game_moves"
+                " WHERE rowid > ? AND rowid <= ?)"
+                " WHERE NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = gid)",
                 (self._moves_watermark, top),
-            ):
-                new_ids.add(str(gid))
-            self._moves_watermark = top
-        for gid in new_ids - set(self._orphans):
-            key = self._orphan_config(conn, gid)
-            self._orphans[gid] = key
-            self._bump(key, "orphan", 1)
-        # An orphan whose games row appeared later is no longer an orphan.
-        if self._orphans:
-            ids = list(self._orphans)
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for (gid,) in conn.execute(f"SELECT game_id FROM games WHERE game_id IN ({marks})", chunk):
-                    self._bump(self._orphans.pop(gid), "orphan", -1)
+            )
+        ]
+        for gid in new_ids:
+            if gid not in self._orphans:
+                key = self._orphan_config(conn, gid)
+                self._orphans[gid] = key
+                self._bump(key, "orphan", 1)
+        self._moves_watermark = top
 
     def _orphan_config(self, conn: sqlite3.Connection, game_id: str) -> str | None:
         """Board and player count of an orphan from its initial state or player rows."""
@@ -475,14 +554,27 @@ class GameDB:
                 signature=hashlib.sha256(sig_src.encode()).hexdigest()[:32],
             )
         return SourceSnapshot(
-            path=str(self.path), ok=True, error=None, schema_version=self._schema_version,
-            identity=self._identity, max_rowid=self._watermark, status_updates=self._status_updates,
-            replaced=replaced, changed=changed, configs=configs, orphans=tuple(sorted(self._orphans)),
+            path=str(self.path),
+            ok=True,
+            error=None,
+            schema_version=self._schema_version,
+            identity=self._identity,
+            max_rowid=self._watermark,
+            status_updates=self._status_updates,
+            replaced=replaced,
+            changed=changed,
+            configs=configs,
+            orphans=tuple(sorted(self._orphans)),
         )
 
     # -- streaming ----------------------------------------------------------
     def iter_games(
-        self, config_key: str, *, upto_rowid: int | None = None, newest_first: bool = True, limit: int | None = None
+        self,
+        config_key: str,
+        *,
+        upto_rowid: int | None = None,
+        newest_first: bool = True,
+        limit: int | None = None,
     ) -> Iterator[Game]:
         """Usable games of ``config_key`` with ``rowid <= upto_rowid``, one at a time.
 
@@ -503,14 +595,30 @@ class GameDB:
             conn.close()
 
     def _iter(
-        self, conn: sqlite3.Connection, aliases: tuple[str, ...], n: int, upto: int | None, newest: bool,
+        self,
+        conn: sqlite3.Connection,
+        aliases: tuple[str, ...],
+        n: int,
+        upto: int | None,
+        newest: bool,
         limit: int | None,
     ) -> Iterator[Game]:
         gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
         mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        opt = [c for c in ("source", "created_at", "metadata_json", "opponent_model_id", "opponent_type",
-                           "quality_score", "engine_mode") if c in gcols]
+        opt = [
+            c
+            for c in (
+                "source",
+                "created_at",
+                "metadata_json",
+                "opponent_model_id",
+                "opponent_type",
+                "quality_score",
+                "engine_mode",
+            )
+            if c in gcols
+        ]
         sel = ", ".join(["rowid", "game_id", "board_type", "num_players", "game_status", "winner", *opt])
         marks = ",".join("?" * len(aliases))
         statuses = ",".join(f"'{s}'" for s in sorted(USABLE_STATUSES))
@@ -534,19 +642,34 @@ class GameDB:
         inner = conn.cursor()
         while rows := games.fetchmany(64):
             for row in rows:
-                rec = dict(zip(["rowid", "game_id", "board_type", "num_players", "status", "winner", *opt], row,
-                               strict=True))
+                rec = dict(
+                    zip(
+                        ["rowid", "game_id", "board_type", "num_players", "status", "winner", *opt],
+                        row,
+                        strict=True,
+                    )
+                )
                 gid = rec["game_id"]
                 moves = [parse_move(m[0], m[1], m[2], m[3], m[4]) for m in inner.execute(move_sql, (gid,))]
                 players = self._players(inner, gid) if has_players else []
                 yield Game(
-                    game_id=str(gid), rowid=rec["rowid"], board_type=normalize_board(rec["board_type"]),
-                    num_players=int(rec["num_players"]), status=str(rec["status"]), winner=int(rec["winner"]),
-                    source=rec.get("source"), created_at=rec.get("created_at"),
-                    metadata=_json_dict(rec.get("metadata_json")), players=players, moves=moves,
+                    game_id=str(gid),
+                    rowid=rec["rowid"],
+                    board_type=normalize_board(rec["board_type"]),
+                    num_players=int(rec["num_players"]),
+                    status=str(rec["status"]),
+                    winner=int(rec["winner"]),
+                    source=rec.get("source"),
+                    created_at=rec.get("created_at"),
+                    metadata=_json_dict(rec.get("metadata_json")),
+                    players=players,
+                    moves=moves,
                     ranking=_ranking(int(rec["winner"]), players, int(rec["num_players"])),
-                    extra={k: rec[k] for k in ("opponent_model_id", "opponent_type", "quality_score", "engine_mode")
-                           if k in rec},
+                    extra={
+                        k: rec[k]
+                        for k in ("opponent_model_id", "opponent_type", "quality_score", "engine_mode")
+                        if k in rec
+                    },
                 )
         inner.close()
 

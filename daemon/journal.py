@@ -121,7 +121,16 @@ class RunJournal:
             self.conn.execute(
                 "INSERT INTO runs(run_id, config, state, node, pid, usable_games, started_at, updated_at)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, config, "pending", self.node, self.pid, usable_games, now.isoformat(), now.isoformat()),
+                (
+                    run_id,
+                    config,
+                    "pending",
+                    self.node,
+                    self.pid,
+                    usable_games,
+                    now.isoformat(),
+                    now.isoformat(),
+                ),
             )
         return run_id
 
@@ -147,9 +156,9 @@ class RunJournal:
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[RunRecord]:
         with self._lock:
             rows = self.conn.execute(
-                "SELECT run_id, config, state, node, pid, fencing_token, lock_backend, usable_games, started_at,"
-                " updated_at, finished_at, export_seconds, training_seconds, model_id, message, details FROM runs "
-                + sql,
+                "SELECT run_id, config, state, node, pid, fencing_token, lock_backend, usable_games,"
+                " started_at, updated_at, finished_at, export_seconds, training_seconds, model_id, message,"
+                " details FROM runs " + sql,
                 params,
             ).fetchall()
         out = []
@@ -158,10 +167,22 @@ class RunJournal:
             assert started is not None and updated is not None
             out.append(
                 RunRecord(
-                    run_id=r[0], config=r[1], state=r[2], node=r[3], pid=r[4], fencing_token=r[5],
-                    lock_backend=r[6], usable_games=r[7], started_at=started, updated_at=updated,
-                    finished_at=_ts(r[10]), export_seconds=r[11], training_seconds=r[12], model_id=r[13],
-                    message=r[14], details=json.loads(r[15] or "{}"),
+                    run_id=r[0],
+                    config=r[1],
+                    state=r[2],
+                    node=r[3],
+                    pid=r[4],
+                    fencing_token=r[5],
+                    lock_backend=r[6],
+                    usable_games=r[7],
+                    started_at=started,
+                    updated_at=updated,
+                    finished_at=_ts(r[10]),
+                    export_seconds=r[11],
+                    training_seconds=r[12],
+                    model_id=r[13],
+                    message=r[14],
+                    details=json.loads(r[15] or "{}"),
                 )
             )
         return out
@@ -186,7 +207,9 @@ class RunJournal:
         return rows[0] if rows else None
 
     def last_finished(self, config: str) -> RunRecord | None:
-        rows = self._rows("WHERE config=? AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1", (config,))
+        rows = self._rows(
+            "WHERE config=? AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1", (config,)
+        )
         return rows[0] if rows else None
 
 

@@ -79,7 +79,8 @@ def create_schema(conn: sqlite3.Connection, schema_version: int = 18) -> None:
     script = SCHEMA_V6.format(games_extra=V18_GAMES if v18 else "", moves_extra=V18_MOVES if v18 else "")
     conn.executescript(
         f"BEGIN IMMEDIATE;{script}"
-        f"INSERT OR REPLACE INTO schema_metadata(key, value) VALUES ('schema_version', '{int(schema_version)}');"
+        "INSERT OR REPLACE INTO schema_metadata(key, value)"
+        f" VALUES ('schema_version', '{int(schema_version)}');"
         "COMMIT;"
     )
 
@@ -101,9 +102,9 @@ def _pos(g: BoardGeometry, cell: tuple[int, int, int | None]) -> dict[str, int |
     return {"x": cell[0], "y": cell[1], "z": cell[2]}
 
 
-def _step(g: BoardGeometry, cell: tuple[int, int, int | None], d: Sequence[int], k: int) -> tuple[
-    int, int, int | None
-] | None:
+def _step(
+    g: BoardGeometry, cell: tuple[int, int, int | None], d: Sequence[int], k: int
+) -> tuple[int, int, int | None] | None:
     if g.is_hex:
         x, y, z = cell[0] + k * d[0], cell[1] + k * d[1], (cell[2] or 0) + k * d[2]
         return (x, y, z) if g.to_grid(x, y, z) is not None else None
@@ -123,9 +124,12 @@ class GameFactory:
     def __init__(self, config_key: str, seed: int = 0, *, source: str = "selfplay") -> None:
         self.board, self.num_players = parse_config_key(config_key)
         self.geo = geometry(self.board)
-        self.rng = random.Random(seed)
+        # Seeded per config too: two configs with the same seed must not share game ids.
+        self.rng = random.Random(f"{config_key}:{seed}")
         self.source = source
-        self.cells = [self.geo.from_grid(int(r), int(c)) for r, c in zip(*self.geo.mask.nonzero(), strict=True)]
+        self.cells = [
+            self.geo.from_grid(int(r), int(c)) for r, c in zip(*self.geo.mask.nonzero(), strict=True)
+        ]
         self.home = [self._home_cells(seat) for seat in range(1, self.num_players + 1)]
 
     def _home_cells(self, seat: int) -> list[tuple[int, int, int | None]]:
@@ -167,13 +171,17 @@ class GameFactory:
             "moveNumber": n + 1,
         }
 
-    def make(self, status: str = "completed", draw: bool = False, now: datetime | None = None) -> dict[str, Any]:
+    def make(
+        self, status: str = "completed", draw: bool = False, now: datetime | None = None
+    ) -> dict[str, Any]:
         """One game as table rows: ``{"game": {...}, "players": [...], "moves": [...], "initial": str}``."""
         rng, g, n_players = self.rng, self.geo, self.num_players
         now = now or datetime.now(UTC)
         winner = None if draw or status != "completed" else rng.randint(1, n_players)
         dirs: Sequence[Sequence[int]] = HEX_DIRS if g.is_hex else SQUARE_DIRS
-        seats = {s: _Seat(direction=dirs[(s * 2 + rng.randint(0, 1)) % len(dirs)]) for s in range(1, n_players + 1)}
+        seats = {
+            s: _Seat(direction=dirs[(s * 2 + rng.randint(0, 1)) % len(dirs)]) for s in range(1, n_players + 1)
+        }
         length = max(n_players * 3, int(g.moves_per_game * rng.uniform(0.7, 1.3)))
         if status in ("active", "abandoned"):
             length = max(n_players, length // rng.randint(2, 4))
@@ -211,7 +219,9 @@ class GameFactory:
             n += 1
             # Bookkeeping moves, as upstream records them after a movement.
             if mtype != "place_ring" and n < length and rng.random() < 0.25:
-                bk = self._move(n, seat, "line_processing", "no_line_action", None, (0, 0, 0 if g.is_hex else None), now)
+                bk = self._move(
+                    n, seat, "line_processing", "no_line_action", None, (0, 0, 0 if g.is_hex else None), now
+                )
                 moves.append((n, turn, seat, "line_processing", "no_line_action", orjson.dumps(bk)))
                 n += 1
             turn += 1
@@ -223,9 +233,7 @@ class GameFactory:
             order.insert(0, winner)
         players = []
         for rank, seat in enumerate(order):
-            players.append(
-                (game_id, seat, "ai", "descent", 5, None, 20 - 4 * rank, 30 - 7 * rank, rank)
-            )
+            players.append((game_id, seat, "ai", "descent", 5, None, 20 - 4 * rank, 30 - 7 * rank, rank))
         initial = orjson.dumps(
             {
                 "id": "self-play",
@@ -252,7 +260,9 @@ class GameFactory:
                 "total_moves": len(moves),
                 "total_turns": turn,
                 "source": self.source,
-                "metadata_json": orjson.dumps({"engine_mode": "descent-only", "source": self.source}).decode(),
+                "metadata_json": orjson.dumps(
+                    {"engine_mode": "descent-only", "source": self.source}
+                ).decode(),
             },
             "players": players,
             "moves": moves,
@@ -270,13 +280,28 @@ def insert_game(conn: sqlite3.Connection, rows: dict[str, Any], schema_version: 
             " game_status, winner, termination_reason, total_moves, total_turns, duration_ms, source,"
             " schema_version, metadata_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                g["game_id"], g["board_type"], g["num_players"], None, g["created_at"], g["completed_at"],
-                g["game_status"], g["winner"], g["termination_reason"], g["total_moves"], g["total_turns"],
-                None, g["source"], schema_version, g["metadata_json"],
+                g["game_id"],
+                g["board_type"],
+                g["num_players"],
+                None,
+                g["created_at"],
+                g["completed_at"],
+                g["game_status"],
+                g["winner"],
+                g["termination_reason"],
+                g["total_moves"],
+                g["total_turns"],
+                None,
+                g["source"],
+                schema_version,
+                g["metadata_json"],
             ),
         )
         conn.executemany("INSERT INTO game_players VALUES (?,?,?,?,?,?,?,?,?)", rows["players"])
-        conn.execute("INSERT INTO game_initial_state(game_id, initial_state_json) VALUES (?,?)", (g["game_id"], rows["initial"]))
+        conn.execute(
+            "INSERT INTO game_initial_state(game_id, initial_state_json) VALUES (?,?)",
+            (g["game_id"], rows["initial"]),
+        )
         conn.executemany(
             "INSERT INTO game_moves(game_id, move_number, turn_number, player, phase, move_type, move_json)"
             " VALUES (?,?,?,?,?,?,?)",
@@ -286,6 +311,13 @@ def insert_game(conn: sqlite3.Connection, rows: dict[str, Any], schema_version: 
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _fresh_seed(conn: sqlite3.Connection, seed: int) -> int:
+    """``seed`` for an empty DB; shifted by the rows already there, so a restarted writer
+    with the same seed continues with new game ids instead of colliding with its own."""
+    existing = int(conn.execute("SELECT coalesce(max(rowid), 0) FROM games").fetchone()[0])
+    return seed if existing == 0 else seed ^ (existing << 32)
 
 
 def _status_for(rng: random.Random, active: float, abandoned: float, draw: float) -> tuple[str, bool]:
@@ -312,10 +344,10 @@ def write_games(
     source: str = "selfplay",
 ) -> int:
     """Write ``n_games`` games for ``config_key`` into ``db_path``; return how many were usable."""
-    factory = GameFactory(config_key, seed, source=source)
     usable = 0
     conn = connect_writer(db_path, schema_version)
     try:
+        factory = GameFactory(config_key, _fresh_seed(conn, seed), source=source)
         for _ in range(n_games):
             status, draw = _status_for(factory.rng, active_share, abandoned_share, draw_share)
             insert_game(conn, factory.make(status, draw), schema_version)
@@ -338,10 +370,11 @@ class SelfPlaySim:
     async def run(self, stop: asyncio.Event, max_games: int | None = None) -> int:
         """Write about ``rate`` games/s (round-robin over configs) until ``stop`` is set."""
         loop = asyncio.get_running_loop()
-        factories = [GameFactory(k, self.seed + i) for i, k in enumerate(self.config_keys)]
         conn = await asyncio.to_thread(connect_writer, self.db_path)
         log.info("selfplay.started", db=str(self.db_path), configs=self.config_keys, rate=self.rate)
         try:
+            seed = await asyncio.to_thread(_fresh_seed, conn, self.seed)
+            factories = [GameFactory(k, seed) for k in self.config_keys]
             start = loop.time()
             while not stop.is_set() and (max_games is None or self.written < max_games):
                 f = factories[self.written % len(factories)]

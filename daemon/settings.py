@@ -209,7 +209,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_NESTING)]
         if not all(path):
             raise SettingsError(f"{name}: empty level in environment override")
-        value: Any = raw if path[-1] == "password" else yaml.safe_load(raw) if raw else raw
+        value: Any = raw if path[-1] == "password" or not raw else _env_value(raw)
         node = tree
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -218,6 +218,17 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             node = child
         node[path[-1]] = value
     return tree
+
+
+def _env_value(raw: str) -> Any:
+    """Scalars and ``[a, b]`` lists are parsed as YAML; anything else (``ringrift:``) stays a string."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+        return raw
+    return value
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -251,14 +262,18 @@ def _reject_yaml_secrets(data: Mapping[str, Any]) -> None:
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
     path = ".".join(str(p) for p in first["loc"]) or "<root>"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        return f"{path}: unknown key"
+    msg = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key (got {value!r})"
+    if repr(value) in msg:  # the message already names the bad value
+        return f"{path}: {msg}"
     return f"{path}: {msg} (got {value!r})"
 
 
-def settings_from_mapping(data: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> Settings:
+def settings_from_mapping(
+    data: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Validate a settings mapping plus environment overrides; raise :class:`SettingsError`."""
     if data is None:
         data = {}

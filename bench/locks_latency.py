@@ -1,0 +1,177 @@
+"""Lock latency and failover benchmark: ``python -m bench.locks_latency`` prints one JSON object.
+
+Same run, same loopback redis-server (started here, killed by PID):
+* acquire+release of ``DistributedLock`` vs a bare ``SET NX PX`` + ``DEL``, p50/p99,
+  one client and 8 concurrent client processes (distinct names: load, not contention);
+* failover after ``kill -9`` of a holder, as a multiple of the TTL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+
+from daemon.locks import DistributedLock
+from tests.support.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1e6
+
+
+def _bare(url: str, key: str, n: int) -> list[float]:
+    client = redis.Redis.from_url(url)
+    out = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            client.set(key, "x", nx=True, px=60000)
+            client.delete(key)
+            out.append(time.perf_counter() - t)
+    finally:
+        client.close()
+    return out
+
+
+def _lock(url: str, name: str, lock_dir: str, n: int) -> list[float]:
+    lock = DistributedLock(name, backend="redis", redis_url=url, lock_dir=lock_dir, ttl=30.0)
+    out = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            if not lock.acquire(timeout=0):
+                raise RuntimeError("uncontended acquire failed")
+            lock.release()
+            out.append(time.perf_counter() - t)
+    finally:
+        lock.close()
+    return out
+
+
+def _child(kind: str, url: str, idx: int, lock_dir: str, n: int, q: Any) -> None:
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")))  # noqa: SIM115
+    name = f"bench:c{idx}"
+    q.put(_bare(url, name, n) if kind == "bare" else _lock(url, name, lock_dir, n))
+
+
+def _concurrent(kind: str, url: str, lock_dir: str, n: int, clients: int) -> list[float]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(kind, url, i, lock_dir, n, q)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    out: list[float] = []
+    for _ in procs:
+        out += q.get(timeout=300)
+    for p in procs:
+        p.join(timeout=30)
+    return out
+
+
+def _failover(url: str, lock_dir: Path, ttl: float) -> float:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.test_locks_worker",
+            "hold",
+            "--lock-dir",
+            str(lock_dir),
+            "--backend",
+            "redis",
+            "--url",
+            url,
+            "--ttl",
+            str(ttl),
+            "--name",
+            "bench:failover",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert json.loads(holder.stdout.readline())["acquired"]
+        lock = DistributedLock(
+            "bench:failover", backend="redis", redis_url=url, lock_dir=lock_dir, ttl=ttl, retry_interval=0.01
+        )
+        os.kill(holder.pid, signal.SIGKILL)
+        t = time.monotonic()
+        try:
+            assert lock.acquire(timeout=10 * ttl)
+            return (time.monotonic() - t) / ttl
+        finally:
+            lock.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        if holder.stdout:
+            holder.stdout.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--ttl", type=float, default=1.0)
+    ap.add_argument("--failovers", type=int, default=3)
+    args = ap.parse_args()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp) / "redis")
+        server.start()
+        try:
+            url, lock_dir = server.url, str(Path(tmp) / "locks")
+            structlog.configure(logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")))  # noqa: SIM115
+            _bare(url, "bench:warm", 200)
+            _lock(url, "bench:warm", lock_dir, 200)
+            bare1, lock1 = _bare(url, "bench:s", args.n), _lock(url, "bench:s", lock_dir, args.n)
+            bare8 = _concurrent("bare", url, lock_dir, args.n // 4, args.clients)
+            lock8 = _concurrent("lock", url, lock_dir, args.n // 4, args.clients)
+            fo = [_failover(url, Path(lock_dir), args.ttl) for _ in range(args.failovers)]
+        finally:
+            server.stop()
+    res: dict[str, Any] = {
+        "benchmark": "locks_latency",
+        "n": args.n,
+        "clients": args.clients,
+        "ttl": args.ttl,
+    }
+    for label, lk, bare in (("single", lock1, bare1), ("concurrent", lock8, bare8)):
+        res[label] = {
+            "lock_p50_us": round(_pct(lk, 0.5), 1),
+            "lock_p99_us": round(_pct(lk, 0.99), 1),
+            "bare_p50_us": round(_pct(bare, 0.5), 1),
+            "bare_p99_us": round(_pct(bare, 0.99), 1),
+            "ratio_p50": round(_pct(lk, 0.5) / _pct(bare, 0.5), 2),
+            "ratio_p99": round(_pct(lk, 0.99) / _pct(bare, 0.99), 2),
+        }
+    res["failover_ttl_multiple"] = {
+        "median": round(statistics.median(fo), 3),
+        "max": round(max(fo), 3),
+        "runs": [round(x, 3) for x in fo],
+    }
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

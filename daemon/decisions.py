@@ -1,0 +1,175 @@
+"""Glue between what was polled and what is decided: feeds the curriculum,
+triggers and health monitor with the current numbers and publishes the result
+to the in-memory view. Also resolves runs a previous process left in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from daemon.sources import PollResult
+from daemon.training.pidrecords import reap_orphans
+
+if TYPE_CHECKING:
+    from daemon.components import Components
+    from daemon.pipeline import OptimizedTrainingPipeline
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Decision:
+    key: str
+    should_train: bool
+    reason: str
+    priority: float
+    signal_scores: dict[str, float] = field(default_factory=dict)
+    curriculum_weight: float = 1.0
+
+
+class Evaluator:
+    def __init__(self, components: Components, pipeline: OptimizedTrainingPipeline) -> None:
+        self.c = components
+        self.pipeline = pipeline
+        self.poll: PollResult | None = None
+        self._last_usable: dict[str, int] = {}
+
+    async def recover(self, now: datetime) -> list[str]:
+        """End what a crashed predecessor left: orphan trainer groups, runs still in flight."""
+        c = self.c
+        killed = await asyncio.to_thread(reap_orphans, c.runner.state_dir, grace=c.settings.training.grace)
+        if killed:
+            log.warning("recovery.orphan_trainers_ended", pids=killed)
+        resolved = []
+        for run in c.journal.in_flight(node=c.node):
+            msg = f"interrupted: the daemon stopped while the run was {run.state}"
+            c.journal.update(run.run_id, now=now, state="interrupted", message=msg)
+            c.health.record_training_complete(run.config, success=False, now=now, message=msg)
+            c.metrics.runs.labels(run.config, "interrupted").inc()
+            log.warning("run.interrupted", config=run.config, run_id=run.run_id, message=msg, recovered=True)
+            resolved.append(run.run_id)
+        return resolved
+
+    def apply_poll(self, poll: PollResult, now: datetime) -> None:
+        self.poll = poll
+        view = self.c.view
+        view.sources = {
+            path: {
+                "ok": s.ok,
+                "schema_version": s.schema_version,
+                "orphans": len(s.orphans),
+                "error": s.error,
+            }
+            for path, s in poll.sources.items()
+        }
+        for key, totals in poll.configs.items():
+            if totals.usable_games != self._last_usable.get(key):
+                if key in self._last_usable and totals.usable_games > self._last_usable[key]:
+                    self.c.health.record_data_update(key, game_count=totals.usable_games, now=now)
+                self._last_usable[key] = totals.usable_games
+            cv = view.configs[key]
+            cv.usable_games = totals.usable_games
+            cv.skipped = totals.skipped.as_dict()
+
+    def _new_games(self, key: str, usable: int) -> int:
+        last = self.c.journal.last_success(key)
+        base = last.usable_games if last is not None and last.usable_games is not None else 0
+        return max(0, usable - base)
+
+    def decide(self, now: datetime, running: set[str]) -> dict[str, Decision]:
+        c = self.c
+        counts = {key: c.model_count(key) for key in c.settings.configs}
+        for key, models in counts.items():
+            # The registry is the source of truth for model counts (models may predate decide.db).
+            c.curriculum.set_model_count(key, models)
+            c.health.set_model_count(key, models, now=now)
+        weights = c.curriculum.get_curriculum_weights(now=now)
+        out: dict[str, Decision] = {}
+        for key in c.settings.configs:
+            usable = self._last_usable.get(key, 0)
+            models = counts[key]
+            metrics = c.curriculum.get_config_metrics(key, now=now)
+            if metrics.win_rate is not None:
+                c.health.record_win_rate(key, win_rate=metrics.win_rate, now=now)
+            last_ok = c.journal.last_success(key)
+            last_any = c.journal.last_finished(key)
+            latest = c.models.get_latest(key)
+            c.triggers.update_config_state(
+                key,
+                games_count=usable,
+                new_games=self._new_games(key, usable),
+                win_rate=metrics.win_rate,
+                model_count=models,
+                last_training_time=(last_ok.finished_at if last_ok else None)
+                or (latest.created_at if latest else None),
+                last_run_time=last_any.finished_at if last_any else None,
+                curriculum_weight=weights.get(key, 1.0),
+            )
+            d = c.triggers.should_train(key, now=now)
+            should, reason = d.should_train, d.reason
+            if key in running:
+                should, reason = False, f"run in progress ({reason})"
+            out[key] = Decision(
+                key, should, reason, float(d.priority), dict(d.signal_scores), weights.get(key, 1.0)
+            )
+        return out
+
+    def evaluate_health(self, now: datetime) -> None:
+        c = self.c
+        c.health.evaluate(now=now)
+        report = c.health.get_health_status(now=now)
+        c.view.health = report.status
+        c.view.health_summary = report.summary
+        c.view.alerts = [_alert_dict(a) for a in report.active_alerts]
+
+    def publish(self, now: datetime, decisions: dict[str, Decision] | None, running: set[str]) -> None:
+        c = self.c
+        view = c.view
+        for key, cv in view.configs.items():
+            if decisions is not None and key in decisions:
+                d = decisions[key]
+                cv.should_train, cv.reason, cv.priority = d.should_train, d.reason, d.priority
+                cv.signal_scores = d.signal_scores
+                cv.curriculum_weight = d.curriculum_weight
+            cv.new_games = self._new_games(key, cv.usable_games)
+            cv.is_running = key in running or key in self.pipeline.active
+            run = self.pipeline.active.get(key)
+            cv.run = dict(run) if run else None
+            cv.trainer = dict(c.progress.get(key, {})) if cv.is_running else {}
+            latest = c.models.get_latest(key)
+            prod = c.models.get_production(key)
+            cv.latest_model = latest.model_id if latest else None
+            cv.production_model = prod.model_id if prod else None
+            cv.model_count = c.model_count(key)
+            cv.win_rate = c.curriculum.get_config_metrics(key, now=now).win_rate
+            cv.consecutive_failures = _failures(c, key)
+            ok = c.journal.last_success(key)
+            cv.last_success_ts = ok.finished_at.timestamp() if ok and ok.finished_at else None
+            cv.alerts = [a for a in view.alerts if a.get("config") == key]
+
+
+def _failures(c: Components, key: str) -> int:
+    n = 0
+    for r in c.journal.recent(key, limit=50):
+        if r.state == "succeeded":
+            break
+        if r.state in ("failed", "interrupted"):
+            n += 1
+    return n
+
+
+def _alert_dict(a: Any) -> dict[str, Any]:
+    sev = getattr(a, "severity", "")
+    since: Any = getattr(a, "since", None)
+    return {
+        "severity": str(getattr(sev, "value", sev)).lower(),
+        "kind": getattr(a, "kind", ""),
+        "config": getattr(a, "config", None),
+        "message": getattr(a, "message", ""),
+        "since": since.isoformat() if hasattr(since, "isoformat") else since,
+    }

@@ -1,0 +1,386 @@
+"""The built-in move-history encoder (``move_history`` v1) and the encoder protocol.
+
+The product has no rules engine, so a position is described by the moves that
+led to it. Deterministic: the same game always gives the same bytes.
+
+**Samples.** Move ``i`` of a game (0-based, in ``move_number`` order) is one
+sample when ``i % sample_every == 0``: the input is the history before move
+``i``, the policy target is move ``i`` itself, the value is the game outcome.
+
+**Planes** (``uint8`` 0/1, ``C = 16 * history_length + 1``, ``H = W = grid``;
+65 for the default history of 4). For each seat slot ``r`` in 0..3 relative to
+the player to move (``r = 0`` the mover, then the next seats in turn order;
+slots beyond the player count stay zero) and each ``h`` in
+0..history_length-1 (that seat's ``h``-th most recent move before the
+position), 4 planes at index ``(r * history_length + h) * 4 + k``:
+
+  ``k``: 0 placement to-cell; 1 from-cell; 2 to-cell; 3 capture target.
+
+The move group is read from which planes are set: placement = plane 0;
+movement = from + to; capture = from + to + target; other positional
+bookkeeping moves (``process_line`` ...) = to only. (One plane per group and
+end would be 9 planes per move; this layout carries the same facts in 4 and
+keeps the file 2.3x smaller: the export is bound by the bytes it writes.)
+"Pass" moves (``no_*_action``, ``skip*``) paint nothing. The last plane
+(``C - 1``) is the board-cell mask (1 on cells of the board; hex boards are
+embedded in their grid at ``row = z + r``, ``col = x + r``).
+
+**Move groups** (from ``move_type``): ``no_*``/``skip*``/``pass`` -> pass;
+``*place*`` -> placement; ``*capture*`` -> capture; ``*move*`` -> movement;
+anything else -> other.
+
+**Globals** (``float32``, 17): 0 move number / (2 x board moves-per-game),
+clipped to 1; 1-4 player to move one-hot (seat 1..4); 5-7 player count one-hot
+(2, 3, 4); 8-15 phase one-hot from the move's ``phase`` (ring_placement,
+movement, capture, chain_capture, line_processing, territory_processing,
+forced_elimination, other/unknown); 16 the mover's own moves so far /
+board moves-per-game, clipped to 1.
+
+**Policy** (``int32`` index in ``[0, policy_size)``; ``Cells`` = board cells in
+row-major grid order, ``D`` ray directions, ``L`` max ray length):
+
+  ``[0, Cells)``  placement at the to-cell;
+  ``[Cells, Cells + Cells*D*L)``  movement or capture as a ray:
+  ``Cells + (from * D + d) * L + (distance - 1)``;
+  next ``Cells``: other (positional) move at its cell;
+  last 5: pass moves (no_placement_action, no_movement_action, no_line_action,
+  no_territory_action, any other pass).
+
+  | board | cells | D | L | policy_size |
+  | --- | --- | --- | --- | --- |
+  | square8 | 64 | 8 | 7 | 3,717 |
+  | square19 | 361 | 8 | 18 | 52,711 |
+  | hex8 | 61 | 6 | 8 | 3,055 |
+  | hexagonal | 469 | 6 | 24 | 68,479 |
+
+**Values**: from the final ranking (seats best -> worst, from the game's player
+rows) when known: rank ``k`` (0 = best) of ``n`` gets ``1 - 2k/(n-1)``;
+otherwise the winner gets +1 and every other seat ``-1/(n-1)``. ``values_mp``
+holds the value of seats 1..4 (0 for unused seats); ``values`` is the mover's.
+
+**Skipped samples** (counted, never a crash): unparseable move JSON, a seat
+outside 1..n, coordinates off the board, a movement/capture that is not a
+straight ray: key ``malformed_move``.
+
+Pluggable encoders: ``export.encoder: "package.module:Class"``; the class is
+built as ``Class(history_length=N)`` and must satisfy :class:`Encoder`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from daemon.gamedb import Game, Move
+from daemon.keys import BoardGeometry, geometry, normalize_board
+
+ENCODER_NAME = "move_history"
+ENCODER_VERSION = 1
+PLANES_PER_MOVE = 4
+SEAT_SLOTS = 4
+NUM_GLOBALS = 17
+PHASES = (
+    "ring_placement",
+    "movement",
+    "capture",
+    "chain_capture",
+    "line_processing",
+    "territory_processing",
+    "forced_elimination",
+)
+PASS_TYPES = ("no_placement_action", "no_movement_action", "no_line_action", "no_territory_action")
+SQUARE_DIRS = ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))  # (dcol, drow)
+HEX_DIRS = ((1, 0), (1, -1), (0, -1), (-1, 0), (-1, 1), (0, 1))  # cube (dx, dz) == (dcol, drow)
+
+PLACEMENT, MOVEMENT, CAPTURE, OTHER, PASS = 0, 1, 2, 3, 4
+MALFORMED = "malformed_move"
+
+
+class EncoderError(Exception):
+    """An encoder that cannot be loaded or that breaks the protocol."""
+
+
+@dataclass
+class EncodedGame:
+    """The samples of one game, one row per sample."""
+
+    features: npt.NDArray[np.uint8]  # (S, C, H, W)
+    globals: npt.NDArray[np.float32]  # (S, G)
+    values: npt.NDArray[np.float32]  # (S,)
+    values_mp: npt.NDArray[np.float32]  # (S, 4)
+    policy_index: npt.NDArray[np.int32]  # (S,)
+    move_numbers: npt.NDArray[np.int32]  # (S,)
+    player_to_move: npt.NDArray[np.int8]  # (S,)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.policy_index.shape[0])
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    name: str
+    version: int
+    num_planes: int
+    num_globals: int
+
+    def policy_size(self, board: str) -> int: ...
+
+    def encode_game(self, game: Game, sample_every: int) -> EncodedGame: ...
+
+
+@dataclass(frozen=True)
+class _Board:
+    geo: BoardGeometry
+    cells: int
+    dirs: int
+    max_dist: int
+    ordinal: npt.NDArray[np.int32]  # flat grid index -> cell ordinal (-1 off board)
+    positions: dict[tuple[int, int, int | None], int]  # board position -> flat grid index
+    dir_index: dict[tuple[int, int], int]
+
+    @property
+    def policy_size(self) -> int:
+        return 2 * self.cells + self.cells * self.dirs * self.max_dist + len(PASS_TYPES) + 1
+
+
+@cache
+def board_layout(board: str) -> _Board:
+    geo = geometry(board)
+    mask = geo.mask.reshape(-1)
+    ordinal = np.full(mask.shape[0], -1, dtype=np.int32)
+    ordinal[mask] = np.arange(int(mask.sum()), dtype=np.int32)
+    positions: dict[tuple[int, int, int | None], int] = {}
+    for flat in np.flatnonzero(mask):
+        row, col = divmod(int(flat), geo.grid)
+        x, y, z = geo.from_grid(row, col)
+        positions[(x, y, z)] = int(flat)
+        if z is not None:
+            positions[(x, y, None)] = int(flat)
+    dirs = HEX_DIRS if geo.is_hex else SQUARE_DIRS
+    return _Board(
+        geo=geo,
+        cells=int(mask.sum()),
+        dirs=len(dirs),
+        max_dist=2 * geo.radius if geo.is_hex else geo.grid - 1,
+        ordinal=ordinal,
+        positions=positions,
+        dir_index={d: i for i, d in enumerate(dirs)},
+    )
+
+
+@cache
+def move_group(move_type: str | None) -> int:
+    t = (move_type or "").lower()
+    if t.startswith("no_") or "skip" in t or t == "pass":
+        return PASS
+    if "place" in t:
+        return PLACEMENT
+    if "capture" in t:
+        return CAPTURE
+    if "move" in t:
+        return MOVEMENT
+    return OTHER
+
+
+def _cell(b: _Board, pos: tuple[int, int, int | None] | None) -> int:
+    """Flat grid index of ``pos``; -1 when absent, -2 when off the board."""
+    if pos is None:
+        return -1
+    flat = b.positions.get(pos)
+    return -2 if flat is None else flat
+
+
+def _ray(b: _Board, f: int, t: int) -> int:
+    """Policy offset of the ray from flat cell ``f`` to ``t`` within the ray section, or -1."""
+    g = b.geo.grid
+    fr, fc = divmod(f, g)
+    tr, tc = divmod(t, g)
+    dr, dc = tr - fr, tc - fc
+    dist = max(abs(dc), abs(dr), abs(dc + dr)) if b.geo.is_hex else max(abs(dc), abs(dr))
+    if dist == 0 or dc % dist or dr % dist:
+        return -1
+    d = b.dir_index.get((dc // dist, dr // dist))
+    if d is None:
+        return -1
+    return (int(b.ordinal[f]) * b.dirs + d) * b.max_dist + dist - 1
+
+
+class MoveHistoryEncoder:
+    """The built-in encoder (see the module docstring for the exact layout)."""
+
+    name = ENCODER_NAME
+    version = ENCODER_VERSION
+    num_globals = NUM_GLOBALS
+
+    def __init__(self, history_length: int = 4) -> None:
+        if history_length < 1:
+            raise EncoderError(f"history_length must be >= 1 (got {history_length})")
+        self.history_length = history_length
+        self.num_planes = SEAT_SLOTS * history_length * PLANES_PER_MOVE + 1
+
+    def policy_size(self, board: str) -> int:
+        return board_layout(normalize_board(board)).policy_size
+
+    def _moves(self, b: _Board, moves: list[Move], n: int) -> tuple[npt.NDArray[np.int64], ...]:
+        """Per move: seat, policy index (-1 = malformed / not a sample), 3 paint (plane, cell) pairs."""
+        m = len(moves)
+        seat = np.zeros(m, dtype=np.int64)
+        pol = np.full(m, -1, dtype=np.int64)
+        pk = np.full((m, 3), -1, dtype=np.int64)
+        pc = np.zeros((m, 3), dtype=np.int64)
+        ray_base = b.cells
+        other_base = b.cells + b.cells * b.dirs * b.max_dist
+        pass_base = other_base + b.cells
+        ordinal = b.ordinal
+        for i, mv in enumerate(moves):
+            if not (1 <= mv.player <= n) or not mv.valid:
+                continue
+            seat[i] = mv.player
+            grp = move_group(mv.move_type)
+            if grp == PASS:
+                t = mv.move_type or ""
+                pol[i] = pass_base + (PASS_TYPES.index(t) if t in PASS_TYPES else len(PASS_TYPES))
+                continue
+            to = _cell(b, mv.to_pos)
+            if grp == PLACEMENT:
+                if to >= 0:
+                    pol[i], pk[i, 0], pc[i, 0] = int(ordinal[to]), 0, to
+            elif grp == OTHER:
+                at = to if mv.to_pos is not None else _cell(b, mv.from_pos)
+                if at >= 0:
+                    pol[i], pk[i, 0], pc[i, 0] = other_base + int(ordinal[at]), 2, at
+            else:
+                fr = _cell(b, mv.from_pos)
+                cap = _cell(b, mv.capture_target) if grp == CAPTURE else -1
+                if fr < 0 or to < 0 or cap == -2:
+                    continue
+                off = _ray(b, fr, to)
+                if off < 0:
+                    continue
+                pol[i] = ray_base + off
+                pk[i, 0], pc[i, 0], pk[i, 1], pc[i, 1] = 1, fr, 2, to
+                if cap >= 0:
+                    pk[i, 2], pc[i, 2] = 3, cap
+        return seat, pol, pk, pc
+
+    def values_for(self, game: Game) -> npt.NDArray[np.float32]:
+        n = game.num_players
+        vmp = np.zeros(4, dtype=np.float32)
+        ranking = game.ranking
+        if ranking is not None and sorted(ranking) == list(range(1, n + 1)):
+            for k, s in enumerate(ranking):
+                vmp[s - 1] = 1.0 - 2.0 * k / (n - 1)
+        else:
+            vmp[:n] = -1.0 / (n - 1)
+            if game.winner is not None and 1 <= game.winner <= n:
+                vmp[game.winner - 1] = 1.0
+        return vmp
+
+    def encode_game(self, game: Game, sample_every: int = 1) -> EncodedGame:
+        b = board_layout(game.board_type)
+        n, hl, g = game.num_players, self.history_length, b.geo.grid
+        moves = game.moves
+        seat, pol, pk, pc = self._moves(b, moves, n)
+        positions = np.arange(0, len(moves), sample_every, dtype=np.int64)
+        ok = pol[positions] >= 0
+        skipped = {MALFORMED: int((~ok).sum())} if not ok.all() else {}
+        pos = positions[ok]
+        s = len(pos)
+        mover = seat[pos]
+        # hist[q, j, h]: index of seat q+1's h-th most recent move before sample j (-1 = none).
+        hist = np.full((n, s, hl), -1, dtype=np.int64)
+        own = np.zeros(s, dtype=np.int64)
+        for q in range(n):
+            idx = np.flatnonzero(seat == q + 1)
+            cnt = np.searchsorted(idx, pos)
+            own[mover == q + 1] = cnt[mover == q + 1]
+            for h in range(hl):
+                j = cnt - 1 - h
+                hist[q, :, h] = np.where(j >= 0, idx[np.maximum(j, 0)] if len(idx) else -1, -1)
+        feats = np.zeros((s, self.num_planes, g * g), dtype=np.uint8)
+        rows = np.arange(s)
+        for r in range(min(n, SEAT_SLOTS)):
+            seat_of = (mover - 1 + r) % n
+            for h in range(hl):
+                m = hist[seat_of, rows, h]  # (s,)
+                have = m >= 0
+                mm = np.where(have, m, 0)
+                k = pk[mm]  # (s, 3)
+                valid = (k >= 0) & have[:, None]
+                sj, e = np.nonzero(valid)
+                plane = (r * hl + h) * PLANES_PER_MOVE + k[sj, e]
+                feats[sj, plane, pc[mm[sj], e]] = 1
+        feats[:, -1, :] = b.geo.mask.reshape(-1)
+        glob = np.zeros((s, NUM_GLOBALS), dtype=np.float32)
+        mpg = b.geo.moves_per_game
+        move_numbers = np.fromiter((moves[int(i)].move_number for i in pos), dtype=np.int32, count=s)
+        glob[:, 0] = np.minimum(move_numbers / (2.0 * mpg), 1.0)
+        glob[rows, mover] = 1.0  # seats 1..4 -> columns 1..4
+        glob[:, 5 + n - 2] = 1.0
+        phase_col = np.fromiter((_phase_index(moves[int(i)].phase) for i in pos), dtype=np.int64, count=s)
+        glob[rows, 8 + phase_col] = 1.0
+        glob[:, 16] = np.minimum(own / mpg, 1.0)
+        vmp = self.values_for(game)
+        return EncodedGame(
+            features=feats.reshape(s, self.num_planes, g, g),
+            globals=glob,
+            values=vmp[mover - 1] if s else np.zeros(0, dtype=np.float32),
+            values_mp=np.repeat(vmp[None, :], s, axis=0),
+            policy_index=pol[pos].astype(np.int32),
+            move_numbers=move_numbers,
+            player_to_move=mover.astype(np.int8),
+            skipped=skipped,
+        )
+
+
+@cache
+def _phase_index(phase: str | None) -> int:
+    try:
+        return PHASES.index((phase or "").lower())
+    except ValueError:
+        return len(PHASES)
+
+
+def check_encoder(obj: object, where: str) -> Encoder:
+    """Raise :class:`EncoderError` unless ``obj`` satisfies the :class:`Encoder` protocol."""
+    problems = []
+    for attr, kind in (("name", str), ("version", int), ("num_planes", int), ("num_globals", int)):
+        if not isinstance(getattr(obj, attr, None), kind):
+            problems.append(f"attribute {attr!r} must be {kind.__name__}")
+    for meth in ("policy_size", "encode_game"):
+        if not callable(getattr(obj, meth, None)):
+            problems.append(f"method {meth}() is missing")
+    if problems:
+        raise EncoderError(f"encoder {where} does not implement the encoder protocol: {'; '.join(problems)}")
+    assert isinstance(obj, Encoder)
+    return obj
+
+
+def load_encoder(spec: str, history_length: int) -> Encoder:
+    """``"builtin"`` or ``"package.module:Class"`` -> an encoder instance (``Class(history_length=N)``)."""
+    if spec in ("builtin", ENCODER_NAME):
+        return MoveHistoryEncoder(history_length)
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise EncoderError(f"export.encoder {spec!r}: expected 'builtin' or 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # an import can fail in any way; report it, never crash the service
+        raise EncoderError(f"export.encoder {spec!r}: cannot import module {module_name!r}: {e}") from e
+    cls: Any = getattr(module, class_name, None)
+    if not callable(cls):
+        raise EncoderError(f"export.encoder {spec!r}: module {module_name!r} has no class {class_name!r}")
+    factory: Callable[..., object] = cls
+    try:
+        obj = factory(history_length=history_length)
+    except Exception as e:
+        raise EncoderError(f"export.encoder {spec!r}: {class_name}(history_length=...) failed: {e}") from e
+    return check_encoder(obj, repr(spec))

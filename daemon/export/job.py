@@ -1,0 +1,392 @@
+"""The export job: snapshot -> cache check -> stream games -> encode -> NPZ -> record.
+
+The source snapshot is taken **before** exporting and exactly that snapshot is
+exported (``iter_games(upto_rowid=watermark)``); the cache records that same
+snapshot, so a game that arrives during an export makes the next check a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import structlog
+
+from daemon.export.cache import ExportCache, sources_record
+from daemon.export.encoder import Encoder, EncoderError, load_encoder
+from daemon.export.tiers import ExportSettings, get_export_settings, take_snapshots
+from daemon.export.writer import ArraySpec, ExportWriteError, NpzStreamWriter
+from daemon.gamedb import Game, GameDB, GameDBError, SourceSnapshot
+from daemon.keys import InvalidConfigKey, geometry, parse_config_key, validate_config_key
+from daemon.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+FORMAT_VERSION = 1
+GAME_FILTER = "status in (completed, finished) and winner is not null; newest first"
+Progress = Callable[[int, int], None]
+
+
+class ExportExit(IntEnum):
+    OK = 0
+    FAILURE = 1
+    BAD_ARGS = 2
+
+
+class ExportError(Exception):
+    """An export that failed; the previous output and the cache are untouched."""
+
+
+@dataclass
+class ExportResult:
+    config: str
+    cache_hit: bool
+    games: int
+    samples: int
+    skipped: dict[str, int]
+    output: Path
+    bytes: int
+    seconds: float
+    reason: str
+    settings: ExportSettings | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "cache_hit": self.cache_hit,
+            "games": self.games,
+            "samples": self.samples,
+            "skipped": dict(self.skipped),
+            "output": str(self.output),
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "reason": self.reason,
+        }
+
+
+def game_id_hash(game_id: str) -> int:
+    """Signed int64 from the first 8 bytes (big-endian) of sha256(game_id)."""
+    return int.from_bytes(hashlib.sha256(game_id.encode()).digest()[:8], "big", signed=True)
+
+
+def array_specs(encoder: Encoder, board: str) -> dict[str, ArraySpec]:
+    g = geometry(board).grid
+    return {
+        "features": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, g, g)),
+        "globals": ArraySpec(np.dtype(np.float32), (encoder.num_globals,)),
+        "values": ArraySpec(np.dtype(np.float32), ()),
+        "values_mp": ArraySpec(np.dtype(np.float32), (4,)),
+        "policy_index": ArraySpec(np.dtype(np.int32), ()),
+        "game_ids": ArraySpec(np.dtype(np.int64), ()),
+        "move_numbers": ArraySpec(np.dtype(np.int32), ()),
+        "player_to_move": ArraySpec(np.dtype(np.int8), ()),
+    }
+
+
+def export_params(encoder: Encoder, es: ExportSettings, history_length: int, spec: str) -> dict[str, Any]:
+    """Every parameter the output depends on (part of the cache key and stored in the NPZ)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "encoder": encoder.name,
+        "encoder_version": encoder.version,
+        "encoder_spec": spec,
+        "history_length": history_length,
+        "sample_every": es.sample_every,
+        "max_games": es.max_games,
+        "filters": GAME_FILTER,
+        "num_planes": encoder.num_planes,
+        "num_globals": encoder.num_globals,
+        "policy_size": encoder.policy_size(es.board_type),
+    }
+
+
+def _games(
+    db_paths: Sequence[Path], snapshots: Mapping[str, SourceSnapshot], key: str, max_games: int | None
+) -> Iterator[Game]:
+    """Usable games of exactly the snapshot, newest first across sources, at most ``max_games``."""
+    iters: list[Iterator[Game]] = []
+    for path in db_paths:
+        cs = snapshots[str(path)].configs.get(key)
+        if cs is None or cs.usable_games == 0:
+            continue
+        iters.append(
+            GameDB(path).iter_games(key, upto_rowid=cs.watermark, newest_first=True, limit=max_games)
+        )
+    try:
+        merged = (
+            iters[0]
+            if len(iters) == 1
+            else heapq.merge(*iters, key=lambda g: (g.created_at or "", g.rowid), reverse=True)
+        )
+        yield from itertools.islice(merged, max_games)
+    finally:
+        for it in iters:  # close each source's read connection now, even when stopping early
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+
+def _check_encoded(
+    encoder: Encoder, enc: Any, specs: Mapping[str, ArraySpec], policy_size: int, gid: str
+) -> None:
+    where = f"encoder {encoder.name!r} v{encoder.version}, game {gid}"
+    f = getattr(enc, "features", None)
+    if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.shape[1:] != specs["features"].row_shape:
+        got = (getattr(f, "dtype", None), getattr(f, "shape", None))
+        raise ExportError(f"{where}: features must be uint8 rows of {specs['features'].row_shape}, got {got}")
+    p = enc.policy_index
+    if len(p) and (int(p.min()) < 0 or int(p.max()) >= policy_size):
+        raise ExportError(f"{where}: policy_index outside [0, {policy_size})")
+
+
+def _export(
+    db_paths: Sequence[Path],
+    snapshots: Mapping[str, SourceSnapshot],
+    key: str,
+    output: Path,
+    encoder: Encoder,
+    es: ExportSettings,
+    params: dict[str, Any],
+    *,
+    min_free_bytes: int,
+    progress: Progress | None,
+    now: datetime,
+) -> tuple[int, int, dict[str, int], int, str]:
+    board, n = parse_config_key(key)
+    specs = array_specs(encoder, board)
+    policy_size = encoder.policy_size(board)
+    total = sum(s.configs[key].usable_games for s in snapshots.values() if key in s.configs)
+    target = total if es.max_games is None else min(total, es.max_games)
+    skipped: dict[str, int] = {}
+    for snap in snapshots.values():
+        cs = snap.configs.get(key)
+        for name, count in (cs.skipped.as_dict() if cs else {}).items():
+            skipped[name] = skipped.get(name, 0) + count
+    skipped["beyond_max_games"] = total - target
+    # Orphan move sets of the whole sources (their config is only a guess): reported, never exported.
+    skipped["orphans_in_sources"] = sum(len(s.orphans) for s in snapshots.values())
+    writer = NpzStreamWriter(output, specs, min_free_bytes=min_free_bytes)
+    writer.start(es.estimated_samples)
+    games = 0
+    try:
+        for game in _games(db_paths, snapshots, key, es.max_games):
+            enc = encoder.encode_game(game, es.sample_every)
+            _check_encoded(encoder, enc, specs, policy_size, game.game_id)
+            for name, count in enc.skipped.items():
+                skipped[name] = skipped.get(name, 0) + count
+            s = len(enc.policy_index)
+            writer.append(
+                {
+                    "features": enc.features,
+                    "globals": enc.globals,
+                    "values": enc.values,
+                    "values_mp": enc.values_mp,
+                    "policy_index": enc.policy_index,
+                    "game_ids": np.full(s, game_id_hash(game.game_id), dtype=np.int64),
+                    "move_numbers": enc.move_numbers,
+                    "player_to_move": enc.player_to_move,
+                }
+            )
+            games += 1
+            if progress is not None and (games % 64 == 0 or games == target):
+                progress(games, target)
+        meta: dict[str, Any] = {
+            "board_type": board,
+            "config_key": key,
+            "num_players": n,
+            "encoder_name": encoder.name,
+            "encoder_version": encoder.version,
+            "history_length": int(params["history_length"]),
+            "policy_size": policy_size,
+            "num_planes": encoder.num_planes,
+            "num_globals": encoder.num_globals,
+            "source_snapshot": json.dumps(sources_record(snapshots, key), sort_keys=True),
+            "export_params": json.dumps(params, sort_keys=True),
+            "created_at": now.isoformat(),
+            "format_version": FORMAT_VERSION,
+        }
+        size, digest = writer.finish(meta)
+    except BaseException:
+        writer.abort()
+        raise
+    return games, writer.rows, skipped, size, digest
+
+
+def run_export(
+    settings: Settings,
+    config_key: str,
+    *,
+    force: bool = False,
+    output: Path | None = None,
+    progress: Progress | None = None,
+    db_paths: Sequence[Path] | None = None,
+    snapshots: Mapping[str, SourceSnapshot] | None = None,
+    now: datetime | None = None,
+) -> ExportResult:
+    """Export ``config_key`` unless the cache says nothing changed. Raises on failure (nothing replaced)."""
+    key = validate_config_key(config_key)
+    board, n = parse_config_key(key)
+    paths = [Path(p).absolute() for p in (db_paths if db_paths is not None else settings.resolve_game_dbs())]
+    out = Path(output) if output is not None else settings.training_dir / f"{key}.npz"
+    t0 = time.monotonic()
+    try:
+        encoder = load_encoder(settings.export.encoder, settings.export.history_length)
+        snaps = dict(snapshots) if snapshots is not None else take_snapshots(paths)  # BEFORE exporting
+        es = get_export_settings(paths, board, n, snapshots=snaps)
+        params = export_params(encoder, es, settings.export.history_length, settings.export.encoder)
+        cache = ExportCache(settings.training_dir / ".export_cache.json")
+        decision = cache.needs_export(paths, out, board, n, force, params=params, snapshots=snaps)
+        record = sources_record(snaps, key)
+        if not decision.needed and decision.entry is not None:
+            e = decision.entry
+            result = ExportResult(
+                key,
+                True,
+                int(e.get("games", 0)),
+                int(e["samples"]),
+                dict(e.get("skipped", {})),
+                out,
+                int(e["output"]["size"]),
+                time.monotonic() - t0,
+                decision.reason,
+                es,
+                record,
+                e["output"].get("sha256"),
+            )
+            log.info(
+                "export.cache_hit",
+                config=key,
+                output=str(out),
+                samples=result.samples,
+                reason=decision.reason,
+            )
+            return result
+        log.info(
+            "export.started",
+            config=key,
+            output=str(out),
+            reason=decision.reason,
+            tier=es.data_tier,
+            usable_games=es.usable_games,
+            sample_every=es.sample_every,
+            max_games=es.max_games,
+        )
+        games, samples, skipped, size, digest = _export(
+            paths,
+            snaps,
+            key,
+            out,
+            encoder,
+            es,
+            params,
+            min_free_bytes=settings.export.min_free_bytes,
+            progress=progress,
+            now=now or datetime.now(UTC),
+        )
+        cache.record_export(
+            paths,
+            out,
+            board,
+            n,
+            samples,
+            params=params,
+            snapshots=snaps,
+            games=games,
+            skipped=skipped,
+            sha256=digest,
+            now=now,
+        )
+    except Exception as e:  # any failure (source, encoder plug-in, disk): logged, nothing replaced
+        log.error(
+            "export.failed",
+            config=key,
+            output=str(out),
+            error=str(e),
+            seconds=round(time.monotonic() - t0, 3),
+        )
+        if isinstance(e, ExportError):
+            raise
+        if isinstance(e, (GameDBError, EncoderError, ExportWriteError, OSError)):
+            raise ExportError(str(e)) from e
+        raise ExportError(f"{type(e).__name__}: {e}") from e
+    result = ExportResult(
+        key,
+        False,
+        games,
+        samples,
+        skipped,
+        out,
+        size,
+        time.monotonic() - t0,
+        decision.reason,
+        es,
+        record,
+        digest,
+    )
+    log.info(
+        "export.finished",
+        config=key,
+        output=str(out),
+        games=games,
+        samples=samples,
+        bytes=size,
+        seconds=round(result.seconds, 3),
+        skipped=skipped,
+    )
+    return result
+
+
+class _Bar:
+    """A one-line progress bar on a terminal (stderr)."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream, self.label = stream, label
+
+    def __call__(self, done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        filled = int(30 * frac)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} games")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def cli_export(settings: Settings, config_key: str, force: bool, output: Path | None, as_json: bool) -> int:
+    """``ringrift-daemon export CONFIG [--force] [--output PATH] [--json]``."""
+    try:
+        validate_config_key(config_key)
+    except InvalidConfigKey as e:
+        print(f"error: {e}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": str(e)}))
+        return ExportExit.BAD_ARGS
+    bar = _Bar(sys.stderr, config_key) if sys.stderr.isatty() and not as_json else None
+    try:
+        result = run_export(settings, config_key, force=force, output=output, progress=bar)
+    except ExportError as e:
+        print(f"error: export {config_key} failed: {e}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": str(e), "config": config_key}))
+        return ExportExit.FAILURE
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    else:
+        state = "cache hit" if result.cache_hit else "exported"
+        print(
+            f"{result.config}: {state}: {result.games} games, {result.samples} samples, {result.bytes:,} B "
+            f"-> {result.output} in {result.seconds:.2f}s ({result.reason})"
+        )
+    return ExportExit.OK

@@ -1,0 +1,219 @@
+"""Streaming NPZ writer: bounded memory whatever the number of samples.
+
+Rows are appended per array to ``.part`` files next to the output (raw ``.npy``
+bodies, C order). :meth:`NpzStreamWriter.finish` then builds the ``.npz`` in a
+temporary file in the same directory: one ZIP_STORED (uncompressed, so the
+trainer can memory-map each member), zip64 member per array, each written as a
+version-2.0 ``.npy`` header for the final shape followed by a streaming copy of
+the part file; then flush + fsync + ``os.replace`` + fsync of the directory.
+Any failure (exception, ENOSPC, a kill) leaves the previous output untouched;
+leftovers of a killed writer are removed by the next writer of that output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+COPY_CHUNK = 4 << 20
+
+
+class ExportWriteError(Exception):
+    """The NPZ could not be written (names the file); the previous output is intact."""
+
+
+class DiskFull(ExportWriteError):
+    """Not enough free space (estimated before writing, exact before assembling)."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    dtype: np.dtype[Any]
+    row_shape: tuple[int, ...]
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_parts(output: Path) -> list[Path]:
+    """Delete temp files of ``output`` left by writers that are no longer running."""
+    removed = []
+    for p in output.parent.glob(f".{output.name}.*"):
+        pid_text = p.name[len(output.name) + 2 :].split(".", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def check_free(directory: Path, needed: int, min_free: int, what: str) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed + min_free:
+        raise DiskFull(
+            f"{directory}: not enough free disk for {what}: need {needed:,} B + {min_free:,} B reserve "
+            f"(export.min_free_bytes), have {free:,} B"
+        )
+
+
+class NpzStreamWriter:
+    """Append rows of named arrays, then :meth:`finish` into ``output`` atomically."""
+
+    def __init__(self, output: Path, specs: Mapping[str, ArraySpec], *, min_free_bytes: int = 0) -> None:
+        self.output = Path(output)
+        self.specs = dict(specs)
+        self.min_free_bytes = min_free_bytes
+        self.rows = 0
+        self._token = f"{os.getpid()}.{secrets.token_hex(4)}"
+        self._files: dict[str, IO[bytes]] = {}
+        self._paths: dict[str, Path] = {}
+
+    def _temp(self, suffix: str) -> Path:
+        return self.output.parent / f".{self.output.name}.{self._token}.{suffix}"
+
+    def start(self, estimated_rows: int = 0) -> None:
+        """Create the part files; check the disk has room for about ``estimated_rows`` (x2: parts + zip)."""
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(self.output)
+        per_row = sum(s.row_bytes for s in self.specs.values())
+        check_free(
+            self.output.parent, 2 * per_row * estimated_rows, self.min_free_bytes, f"{self.output.name}"
+        )
+        try:
+            for name in self.specs:
+                path = self._temp(f"{name}.part")
+                self._paths[name] = path
+                self._files[name] = open(path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed in finish/abort
+        except OSError as e:
+            self.abort()
+            raise ExportWriteError(f"{self.output}: cannot create temporary files: {e}") from e
+
+    def append(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Append one block of rows (every array must have the same number of rows)."""
+        n = None
+        for name, spec in self.specs.items():
+            a = arrays[name]
+            if a.shape[1:] != spec.row_shape:
+                raise ExportWriteError(
+                    f"{self.output}: array {name!r} rows have shape {a.shape[1:]}, expected {spec.row_shape}"
+                )
+            if n is None:
+                n = a.shape[0]
+            elif a.shape[0] != n:
+                raise ExportWriteError(f"{self.output}: array {name!r} has {a.shape[0]} rows, expected {n}")
+        for name, spec in self.specs.items():
+            a = np.ascontiguousarray(arrays[name], dtype=spec.dtype)
+            try:
+                self._files[name].write(a.data.cast("B"))
+            except OSError as e:
+                raise ExportWriteError(f"{self.output}: writing {name!r} failed: {e}") from e
+        self.rows += n or 0
+
+    def finish(self, metadata: Mapping[str, Any]) -> tuple[int, str]:
+        """Assemble the NPZ, fsync, rename over ``output``; return (bytes, sha256 hex)."""
+        tmp = self._temp("npz.tmp")
+        try:
+            for f in self._files.values():
+                f.flush()
+            parts = sum(p.stat().st_size for p in self._paths.values())
+            check_free(
+                self.output.parent, parts + (1 << 20), self.min_free_bytes, f"assembling {self.output.name}"
+            )
+            with open(tmp, "xb") as fh:
+                with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                    for name, spec in self.specs.items():
+                        self._files[name].close()
+                        self._member(zf, name, spec)
+                    for name, value in metadata.items():
+                        with zf.open(f"{name}.npy", "w") as dst:
+                            np.lib.format.write_array(dst, _scalar(name, value), allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            size, digest = tmp.stat().st_size, sha256_file(tmp)
+            os.replace(tmp, self.output)
+            fsync_dir(self.output.parent)
+        except OSError as e:
+            self.abort(tmp)
+            raise ExportWriteError(f"{self.output}: writing the NPZ failed: {e}") from e
+        except BaseException:
+            self.abort(tmp)
+            raise
+        self._remove_parts()
+        return size, digest
+
+    def _member(self, zf: zipfile.ZipFile, name: str, spec: ArraySpec) -> None:
+        header = {
+            "descr": np.lib.format.dtype_to_descr(spec.dtype),
+            "fortran_order": False,
+            "shape": (self.rows, *spec.row_shape),
+        }
+        with zf.open(f"{name}.npy", "w", force_zip64=True) as dst, open(self._paths[name], "rb") as src:
+            np.lib.format.write_array_header_2_0(dst, header)
+            shutil.copyfileobj(src, dst, COPY_CHUNK)
+
+    def _remove_parts(self) -> None:
+        for path in self._paths.values():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def abort(self, *extra: Path) -> None:
+        """Close and delete every temporary file (idempotent); the output is untouched."""
+        for f in self._files.values():
+            with contextlib.suppress(OSError):
+                f.close()
+        self._remove_parts()
+        for p in extra:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _scalar(name: str, value: Any) -> npt.NDArray[Any]:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ExportWriteError(
+            f"metadata {name!r}: only int, float and str scalars are stored (got {value!r})"
+        )
+    if isinstance(value, str):
+        return np.array(value, dtype=np.str_)
+    return np.array(value, dtype=np.int64 if isinstance(value, int) else np.float64)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()

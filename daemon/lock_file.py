@@ -1,0 +1,95 @@
+"""File backend: ``flock`` on ``{lock_dir}/{stem}.lock`` (one host only).
+
+The lock file is never unlinked: unlinking while another process waits on the
+old inode would let two processes "hold" two different files. The kernel drops
+the ``flock`` when the holder's descriptor closes, including on ``kill -9``.
+The file also carries the holder info (host, pid, token, acquired_at, backend),
+rewritten and fsynced on every acquisition, so its last ``token`` is the local
+fencing counter; the node's fence ceiling (:mod:`daemon.fencing`) backs it up
+if the file was torn by a crash mid-write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from daemon.fencing import FenceCeiling
+from daemon.lock_common import file_stem
+
+
+def lock_path(lock_dir: Path, name: str) -> Path:
+    return lock_dir / f"{file_stem(name)}.lock"
+
+
+def _read_fd(fd: int) -> dict[str, Any] | None:
+    size = os.fstat(fd).st_size
+    if size == 0 or size > 1 << 16:
+        return None
+    try:
+        data = orjson.loads(os.pread(fd, size, 0))
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class FileLeaseOps:
+    """Non-blocking acquire of one name's lock file; the returned fd *is* the lock."""
+
+    def __init__(
+        self, name: str, lock_dir: Path, ceiling: FenceCeiling, fence_floor: Callable[[], int] | None
+    ) -> None:
+        self.name = name
+        self.path = lock_path(lock_dir, name)
+        self.ceiling = ceiling
+        self.fence_floor = fence_floor
+
+    def try_acquire(self, info: dict[str, Any]) -> tuple[int, int] | None:
+        """(fd, token) when the lock was free, else None. ``info`` gets the token."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            prev = _read_fd(fd)
+            prev_token = prev.get("token") if prev else None
+            # Unreadable/torn file: the ceiling is above every token issued here.
+            base = prev_token if isinstance(prev_token, int) else self.ceiling.read()
+            hard = int(self.fence_floor()) if self.fence_floor is not None else 0
+            token = max(base, hard) + 1
+            self.ceiling.ensure_above(token)
+            info["token"] = token
+            data = orjson.dumps(info) + b"\n"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, token
+
+    @staticmethod
+    def release(fd: int) -> None:
+        os.close(fd)  # drops the flock; the info stays as "last holder"
+
+
+def inspect_lock_file(path: Path) -> dict[str, Any]:
+    """``{"held": bool, "info": {...} | None}`` by probing with a shared non-blocking flock."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            held = False
+        except BlockingIOError:
+            held = True
+        return {"held": held, "info": _read_fd(fd)}
+    finally:
+        os.close(fd)

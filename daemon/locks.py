@@ -1,0 +1,462 @@
+"""``DistributedLock``: a Redis lease with fencing tokens, or a local ``flock`` fallback.
+
+One object per holder: each acquisition gets a fresh owner token and its own
+lease state (see the redis-py shared-``Lock`` pitfall); acquiring an object
+that is already held raises :class:`LockStateError`. Sequential reuse of one
+object (acquire, release, acquire ...) is fine and keeps its connection pool.
+
+The lock is an *efficiency* lock ("don't train one config twice at once").
+Correctness comes from the fencing token: the resource (model registry)
+rejects a write carrying a token lower than one it has accepted. A holder that
+loses its lease is told (``on_lost(reason)`` once, ``.lost``, ``lost_event``,
+``await wait_lost()``) and must stop.
+
+Redis unavailable: ``backend="redis"`` fails closed with
+:class:`LockBackendUnavailable`; ``"auto"`` falls back to file locks with a
+``lock.backend_fallback`` warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+import structlog
+
+from daemon.fencing import DEFAULT_RESERVE, ceiling_for
+from daemon.lease import LeaseHandle, LeaseState, LostCallback
+from daemon.lock_admin import (
+    BackendSelection,
+    cli_locks,
+    list_locks,
+    select_backend,
+)
+from daemon.lock_common import (
+    Backend,
+    BackendChoice,
+    FenceStateError,
+    InvalidLockName,
+    LockBackendUnavailable,
+    LockError,
+    LockNotAcquired,
+    LockStateError,
+    file_stem,
+    holder_info,
+    validate_lock_name,
+)
+from daemon.lock_file import FileLeaseOps
+from daemon.lock_redis import (
+    REDIS_ERRORS,
+    RedisLeaseOps,
+    RenewerThread,
+    async_client,
+    renew_task,
+    sync_client,
+)
+
+__all__ = [
+    "BackendSelection",
+    "DistributedLock",
+    "FenceStateError",
+    "InvalidLockName",
+    "LockBackendUnavailable",
+    "LockError",
+    "LockNotAcquired",
+    "LockStateError",
+    "cli_locks",
+    "list_locks",
+    "select_backend",
+    "validate_lock_name",
+]
+
+log = structlog.get_logger(__name__)
+DEFAULT_LOCK_DIR = Path("data/locks")
+
+
+class DistributedLock:
+    """``with DistributedLock("training:square8_2p", redis_url=...) as lock: run(lock.fencing_token)``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ttl: float = 60.0,
+        backend: BackendChoice = "auto",
+        redis_url: str | None = None,
+        lock_dir: Path | str | None = None,
+        key_prefix: str = "ringrift:",
+        password: str | None = None,
+        on_lost: LostCallback | None = None,
+        fence_floor: Callable[[], int] | None = None,
+        blocking_timeout: float | None = 60.0,
+        retry_interval: float = 0.05,
+        connect_timeout: float = 2.0,
+        probe_timeout: float = 0.5,
+        fence_clock: bool = True,
+        fence_reserve: int = DEFAULT_RESERVE,
+        host: str | None = None,
+    ) -> None:
+        if backend not in ("auto", "redis", "file"):
+            raise ValueError(f"backend must be auto, redis or file (got {backend!r})")
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds (got {ttl!r})")
+        self.name = validate_lock_name(name)
+        self.ttl = float(ttl)
+        self.requested: BackendChoice = backend
+        self.redis_url = redis_url
+        self.lock_dir = Path(lock_dir) if lock_dir is not None else DEFAULT_LOCK_DIR
+        self.key_prefix = key_prefix
+        self._password = password
+        self.on_lost = on_lost
+        self.blocking_timeout = blocking_timeout
+        self.retry_interval = retry_interval
+        self.connect_timeout = connect_timeout
+        self.probe_timeout = probe_timeout
+        self.host = host
+        ceiling = ceiling_for(self.lock_dir, file_stem(self.name), fence_reserve)
+        self._redis_ops = RedisLeaseOps(
+            self.name,
+            key_prefix=key_prefix,
+            ttl=self.ttl,
+            ceiling=ceiling,
+            fence_floor=fence_floor,
+            fence_clock=fence_clock,
+        )
+        self._file_ops = FileLeaseOps(self.name, self.lock_dir, ceiling, fence_floor)
+        self._resolved: Backend | None = "file" if backend == "file" else None
+        self.selection: BackendSelection | None = None
+        self._client: redis.Redis | None = None
+        self._aclient: aredis.Redis | None = None
+        self._handle: LeaseHandle | None = None
+        self._owner: str | None = None
+        self._fd: int | None = None
+        self._info: dict[str, Any] | None = None
+        self._token: int | None = None
+        self._renewer: RenewerThread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._acquired_mono = 0.0
+
+    # -- properties -----------------------------------------------------------
+    @property
+    def backend(self) -> Backend | None:
+        """The backend in use ("redis" or "file"); None until the first acquire chose one."""
+        return self._resolved
+
+    @property
+    def fencing_token(self) -> int | None:
+        """Token of the current (or last) acquisition."""
+        return self._token
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None and not self.lost
+
+    @property
+    def lost(self) -> bool:
+        h = self._handle
+        return h is not None and h.is_lost(time.monotonic())
+
+    @property
+    def lost_event(self) -> threading.Event:
+        return self._handle.lost_event if self._handle is not None else threading.Event()
+
+    @property
+    def holder_info(self) -> dict[str, Any] | None:
+        return dict(self._info) if self._info is not None and self._handle is not None else None
+
+    async def wait_lost(self) -> None:
+        """Return when the lease held by ``acquire_async`` is lost."""
+        h = self._handle
+        if h is None or h.async_lost is None:
+            raise LockStateError(f"lock {self.name!r} is not held through acquire_async")
+        await h.async_lost.wait()
+
+    # -- selection ------------------------------------------------------------
+    def _select(self) -> Backend:
+        if self._resolved is None:
+            sel = select_backend(
+                self.requested, self.redis_url, password=self._password, probe_timeout=self.probe_timeout
+            )
+            self.selection = sel
+            if not sel.available:
+                raise LockBackendUnavailable(sel.backend, sel.reason)
+            self._resolved = sel.backend
+            log.info("lock.backend_selected", lock=self.name, backend=sel.backend, reason=sel.reason)
+        return self._resolved
+
+    def _fallback(self, err: BaseException) -> bool:
+        """Redis failed mid-acquire: auto falls back to file, redis fails closed."""
+        if self.requested != "auto":
+            raise LockBackendUnavailable("redis", f"{self.redis_url}: {type(err).__name__}: {err}") from err
+        log.warning("lock.backend_fallback", lock=self.name, url=self.redis_url, reason=str(err))
+        self._resolved = "file"
+        return True
+
+    def _new_info(self, backend: Backend) -> dict[str, Any]:
+        return holder_info(self.name, backend, self.ttl if backend == "redis" else None, self.host)
+
+    def _check_free(self) -> None:
+        if self._handle is not None:
+            raise LockStateError(
+                f"lock {self.name!r} is already held by this object; use one object per holder"
+            )
+
+    def _sleep_for(self, deadline: float | None) -> float | None:
+        """Jittered retry delay, or None when the deadline passed."""
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return None
+        delay = self.retry_interval * random.uniform(0.5, 1.5)  # jitter only
+        return delay if deadline is None else min(delay, deadline - now)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + max(0.0, timeout)
+
+    def _granted(self, backend: Backend, token: int, info: dict[str, Any], sent: float) -> LeaseHandle:
+        state = (
+            LeaseState(ttl=self.ttl, last_ok=sent)
+            if backend == "redis"
+            else _FileState(ttl=1.0, last_ok=sent)
+        )
+        self._handle = LeaseHandle(self.name, state, self.on_lost)
+        self._token = token
+        self._info = info
+        self._acquired_mono = sent
+        log.info("lock.acquired", lock=self.name, backend=backend, token=token)
+        return self._handle
+
+    # -- sync -----------------------------------------------------------------
+    def acquire(self, timeout: float | None = 60.0) -> bool:
+        """Block until held or ``timeout`` seconds (monotonic) pass; False on timeout."""
+        self._check_free()
+        deadline = self._deadline(timeout)
+        if self._select() == "redis":
+            try:
+                return self._acquire_redis(deadline)
+            except REDIS_ERRORS as e:
+                self._fallback(e)
+        return self._acquire_file(deadline)
+
+    def _acquire_redis(self, deadline: float | None) -> bool:
+        if self._client is None:
+            self._client = sync_client(self.redis_url or "", self._password, self._op_timeout())
+        client = self._client
+        while True:
+            owner = RedisLeaseOps.new_owner()
+            info = self._new_info("redis")
+            sent = time.monotonic()
+            try:
+                token = self._redis_ops.try_acquire(client, owner, info)
+            except BaseException:
+                _quiet(self._redis_ops.release, client, owner)  # the reply may have been lost
+                raise
+            if token is not None:
+                info["token"] = token
+                handle = self._granted("redis", token, info, sent)
+                self._owner = owner
+                if self._renewer is None:
+                    self._renewer = RenewerThread(self._redis_ops, client)
+                self._renewer.serve(owner, handle)
+                return True
+            delay = self._sleep_for(deadline)
+            if delay is None:
+                return False
+            time.sleep(delay)
+
+    def _acquire_file(self, deadline: float | None) -> bool:
+        while True:
+            info = self._new_info("file")
+            sent = time.monotonic()
+            got = self._file_ops.try_acquire(info)
+            if got is not None:
+                self._fd, token = got
+                self._granted("file", token, info, sent)
+                return True
+            delay = self._sleep_for(deadline)
+            if delay is None:
+                return False
+            time.sleep(delay)
+
+    def release(self) -> None:
+        """Release if held (owner-checked on Redis); a no-op when not held."""
+        h = self._handle
+        if h is None:
+            return
+        h.mark_released()
+        try:
+            if self._fd is not None:
+                FileLeaseOps.release(self._fd)
+            elif self._client is not None and self._owner is not None:
+                try:
+                    if not self._redis_ops.release(self._client, self._owner) and not h.state.lost:
+                        log.warning("lock.release_not_owner", lock=self.name, token=self._token)
+                except REDIS_ERRORS as e:
+                    log.warning("lock.release_failed", lock=self.name, error=str(e))  # the TTL cleans up
+        finally:
+            self._after_release(h)
+
+    def _after_release(self, h: LeaseHandle) -> None:
+        log.info(
+            "lock.released",
+            lock=self.name,
+            backend=self._resolved,
+            token=self._token,
+            held_for=round(time.monotonic() - self._acquired_mono, 6),
+            lost=h.state.lost,
+        )
+        self._handle = None
+        self._fd = None
+        self._owner = None
+        if self._renewer is not None:
+            self._renewer.done(h)
+
+    def close(self) -> None:
+        """Release and close the sync connection pool."""
+        self.release()
+        if self._renewer is not None:
+            self._renewer.close(timeout=self._op_timeout() + 1.0)
+            self._renewer = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> DistributedLock:
+        if not self.acquire(self.blocking_timeout):
+            raise LockNotAcquired(self.name, self.blocking_timeout, self._resolved)
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- async ----------------------------------------------------------------
+    async def acquire_async(self, timeout: float | None = 60.0) -> bool:
+        """Like :meth:`acquire` without blocking the loop; renewal runs as an asyncio task."""
+        self._check_free()
+        deadline = self._deadline(timeout)
+        if self._resolved is None:
+            await asyncio.to_thread(self._select)
+        if self._resolved == "redis":
+            try:
+                return await self._acquire_redis_async(deadline)
+            except REDIS_ERRORS as e:
+                self._fallback(e)
+        return await self._acquire_file_async(deadline)
+
+    async def _acquire_redis_async(self, deadline: float | None) -> bool:
+        if self._aclient is None:
+            self._aclient = async_client(self.redis_url or "", self._password, self._op_timeout())
+        client = self._aclient
+        while True:
+            owner = RedisLeaseOps.new_owner()
+            info = self._new_info("redis")
+            sent = time.monotonic()
+            try:
+                token = await self._redis_ops.try_acquire_async(client, owner, info)
+            except BaseException:
+                try:
+                    await asyncio.shield(self._redis_ops.release_async(client, owner))
+                except (asyncio.CancelledError, redis.RedisError, OSError):
+                    pass
+                raise
+            if token is not None:
+                info["token"] = token
+                handle = self._granted("redis", token, info, sent)
+                handle.loop = asyncio.get_running_loop()
+                handle.async_lost = asyncio.Event()
+                self._owner = owner
+                self._task = asyncio.create_task(renew_task(self._redis_ops, client, owner, handle))
+                return True
+            delay = self._sleep_for(deadline)
+            if delay is None:
+                return False
+            await asyncio.sleep(delay)
+
+    async def _acquire_file_async(self, deadline: float | None) -> bool:
+        while True:
+            info = self._new_info("file")
+            sent = time.monotonic()
+            got = await asyncio.to_thread(self._file_ops.try_acquire, info)
+            if got is not None:
+                self._fd, token = got
+                handle = self._granted("file", token, info, sent)
+                handle.loop = asyncio.get_running_loop()
+                handle.async_lost = asyncio.Event()
+                return True
+            delay = self._sleep_for(deadline)
+            if delay is None:
+                return False
+            await asyncio.sleep(delay)
+
+    async def release_async(self) -> None:
+        h = self._handle
+        if h is None:
+            return
+        h.mark_released()
+        task, self._task = self._task, None
+        try:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            if self._fd is not None:
+                FileLeaseOps.release(self._fd)
+            elif self._aclient is not None and self._owner is not None:
+                try:
+                    # Shielded: a cancelled caller must not leave the key held until the TTL.
+                    ok = await asyncio.shield(self._redis_ops.release_async(self._aclient, self._owner))
+                    if not ok and not h.state.lost:
+                        log.warning("lock.release_not_owner", lock=self.name, token=self._token)
+                except REDIS_ERRORS as e:
+                    log.warning("lock.release_failed", lock=self.name, error=str(e))
+        finally:
+            self._after_release(h)
+
+    async def aclose(self) -> None:
+        await self.release_async()
+        if self._renewer is not None:
+            await asyncio.to_thread(self._renewer.close, self._op_timeout() + 1.0)
+            self._renewer = None
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def __aenter__(self) -> DistributedLock:
+        if not await self.acquire_async(self.blocking_timeout):
+            raise LockNotAcquired(self.name, self.blocking_timeout, self._resolved)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def _op_timeout(self) -> float:
+        # A renewal stuck longer than a quarter TTL is as good as failed.
+        return max(0.05, min(self.connect_timeout, self.ttl / 4))
+
+
+class _FileState(LeaseState):
+    """A flock cannot expire: never declares a loss by the clock."""
+
+    @property
+    def expires_at(self) -> float:
+        return float("inf")
+
+
+def _quiet(fn: Callable[..., object], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        pass

@@ -1,0 +1,165 @@
+"""``ringrift-daemon registry list|show|lineage|promote [--json]``.
+
+Exit codes: 0 ok; 1 not found / rejected (fencing, corrupt model, lineage); 2 bad arguments.
+With ``--json`` exactly one JSON object is printed on stdout (``{"error": ...}`` on failure).
+``promote`` from the CLI is a manual operator action: it carries no fencing token unless
+``--fencing-token`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon.keys import InvalidConfigKey, validate_config_key
+from daemon.registry import STAGES, ModelNotFound, ModelRecord, ModelRegistry, RegistryError
+
+ACTIONS = ("list", "show", "lineage", "promote")
+
+
+class RegistryExit(enum.IntEnum):
+    OK = 0
+    FAILED = 1  # not found, or the registry refused the operation
+    BAD_ARGS = 2
+
+
+def _config_key(value: str) -> str:
+    try:
+        return validate_config_key(value)
+    except InvalidConfigKey as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``list|show|lineage|promote`` actions to the ``registry`` sub-command's parser."""
+    actions = parser.add_subparsers(dest="registry_action", required=True, metavar="ACTION")
+    ls = actions.add_parser("list", help="models, optionally of one config / stage")
+    ls.add_argument("--config-key", "--key", dest="config_key", type=_config_key, default=None)
+    ls.add_argument("--stage", choices=STAGES, default=None)
+    show = actions.add_parser("show", help="one model with its stage history")
+    lin = actions.add_parser("lineage", help="a model and its ancestors with exact versions")
+    pr = actions.add_parser("promote", help="make a model its config's production model")
+    for sp in (show, lin, pr):
+        sp.add_argument("model_id")
+    pr.add_argument("--reason", default="manual promotion")
+    pr.add_argument("--fencing-token", type=int, default=None)
+    for sp in (ls, show, lin, pr):
+        sp.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_registry_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """For a caller holding ``ArgumentParser.add_subparsers()``: adds and returns ``registry``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser("registry", help="model registry")
+    add_registry_arguments(parser)
+    return parser
+
+
+def run_registry_command(registry_dir: Path, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Handler for parsed ``registry`` arguments."""
+    return cli_registry(
+        registry_dir,
+        getattr(args, "registry_action", None) or "",
+        model_id=getattr(args, "model_id", None),
+        config=getattr(args, "config_key", None),
+        stage=getattr(args, "stage", None),
+        as_json=bool(getattr(args, "json", False)),
+        reason=getattr(args, "reason", "manual promotion"),
+        fencing_token=getattr(args, "fencing_token", None),
+        out=out,
+    )
+
+
+def cli_registry(
+    registry_dir: Path,
+    action: str,
+    *,
+    model_id: str | None = None,
+    config: str | None = None,
+    stage: str | None = None,
+    as_json: bool = False,
+    reason: str = "manual promotion",
+    fencing_token: int | None = None,
+    out: TextIO | None = None,
+) -> int:
+    stream = sys.stdout if out is None else out
+    if (
+        action not in ACTIONS
+        or (action != "list" and not model_id)
+        or (stage is not None and stage not in STAGES)
+    ):
+        return _fail(
+            stream, as_json, f"bad arguments: action={action!r} model_id={model_id!r}", RegistryExit.BAD_ARGS
+        )
+    try:
+        if config is not None:
+            validate_config_key(config)
+        with ModelRegistry(registry_dir) as reg:
+            obj, text = _act(reg, action, model_id or "", config, stage, reason, fencing_token)
+    except InvalidConfigKey as e:
+        return _fail(stream, as_json, str(e), RegistryExit.BAD_ARGS)
+    except (ModelNotFound, RegistryError) as e:
+        return _fail(stream, as_json, str(e), RegistryExit.FAILED)
+    print(json.dumps(obj, sort_keys=True) if as_json else text, file=stream)
+    return RegistryExit.OK
+
+
+def _act(
+    reg: ModelRegistry, action: str, model_id: str, config: str | None, stage: str | None, reason: str,
+    token: int | None,
+) -> tuple[dict[str, Any], str]:  # fmt: skip
+    if action == "list":
+        models = reg.list_models(config=config, stage=stage)
+        obj = {
+            "config": config,
+            "stage": stage,
+            "count": len(models),
+            "models": [m.as_dict() for m in models],
+        }
+        return obj, _table(models) if models else "no models"
+    if action == "show":
+        rec = reg.require_model(model_id)
+        history = [e.as_dict() for e in reg.get_history(model_id=model_id)]
+        lines = [f"{k:<20} {v}" for k, v in rec.as_dict().items()]
+        lines.append("history:")
+        for e in history:
+            lines.append(f"  {e['at']}  {e['event']:<10} {e['from_stage']} -> {e['to_stage']}  {e['reason']}")
+        return {"model": rec.as_dict(), "history": history}, "\n".join(lines)
+    if action == "lineage":
+        chain = reg.get_lineage(model_id)
+        keys = ("model_id", "version", "parent_model_id", "parent_version", "stage", "data_hash", "run_id")
+        entries = [{**{k: getattr(r, k) for k in keys}, "created_at": r.created_at.isoformat(),
+                    "fencing_token": r.fencing_token} for r in chain]  # fmt: skip
+        text = "\n".join(
+            f"{'  ' * i}{r.model_id} (v{r.version}, {r.stage}, data {(r.data_hash or '-')[:12]})"
+            for i, r in enumerate(chain)
+        )
+        return {"model_id": model_id, "lineage": entries}, text
+    p = reg.promote(model_id, reason=reason, fencing_token=token)
+    obj = {"promoted": p.model_id, "config": p.config_key, "previous": p.previous, "changed": p.changed}
+    text = f"{p.model_id} is production for {p.config_key}" + (
+        f" (archived {p.previous})" if p.previous else ""
+    )
+    return obj, text
+
+
+def _table(models: Sequence[ModelRecord]) -> str:
+    head = ("MODEL", "STAGE", "STATUS", "CREATED", "PARENT", "TOKEN", "SHA256", "SIZE")
+    rows = [head] + [
+        (m.model_id, m.stage, m.status, m.created_at.strftime("%Y-%m-%d %H:%M:%S"), m.parent_model_id or "-",
+         "-" if m.fencing_token is None else str(m.fencing_token), m.sha256[:12], str(m.size))
+        for m in models
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _fail(stream: TextIO, as_json: bool, message: str, code: RegistryExit) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message}), file=stream)
+    return code

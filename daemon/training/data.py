@@ -1,0 +1,152 @@
+"""Split by game and stream batches from the memory-mapped arrays.
+
+Nothing copies the dataset per epoch: each epoch shuffles the order of contiguous
+index blocks, reads a bounded window of rows from the memmap (sorted, so reads are
+near-sequential), shuffles inside the window and converts uint8 planes to float
+one batch at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from daemon.training.npzfile import TrainingArrays
+
+VAL_MOD = 10  # game hash % 10 == 0 -> validation (~10% of games)
+_BLOCK_ROWS = 1024
+_WINDOW_BATCHES = 16
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # sorted row indices
+    val: np.ndarray
+    val_is_train: bool  # a single game: nothing to hold out
+
+
+def split_by_game(game_ids: np.ndarray) -> Split:
+    """Deterministic split on the game hash; rows of one game never sit on both sides."""
+    gids = np.asarray(game_ids, dtype=np.int64)
+    val_mask = (gids % VAL_MOD) == 0
+    if not val_mask.any() or val_mask.all():
+        games = np.unique(gids)
+        if len(games) < 2:
+            rows = np.arange(len(gids))
+            return Split(rows, rows, True)
+        val_mask = gids == games[0]  # tiny data sets: hold out the smallest hash
+    return Split(np.flatnonzero(~val_mask), np.flatnonzero(val_mask), False)
+
+
+def majority_baseline(policy: np.ndarray, split: Split) -> tuple[int, float]:
+    """Most frequent train target and its accuracy on the validation rows."""
+    train = policy[split.train]
+    train = train[train >= 0]
+    if train.size == 0:
+        return -1, 0.0
+    majority = int(np.bincount(train).argmax())
+    val = policy[split.val]
+    val = val[val >= 0]
+    return majority, float((val == majority).mean()) if val.size else 0.0
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # float (B, C, H, W)
+    g: torch.Tensor  # (B, G)
+    values_mp: torch.Tensor  # (B, 4)
+    values: torch.Tensor  # (B,)
+    policy: torch.Tensor  # (B,) long, -1 = none
+    seat: torch.Tensor  # (B,) long, 0-based seat of the mover
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+class BatchLoader:
+    """Batches over ``indices``; with ``world > 1`` each rank gets its own shard.
+
+    ``equal_shards`` (training) gives every rank the same number of rows so DDP
+    ranks run the same number of steps; otherwise (validation) shards cover all rows.
+    """
+
+    def __init__(
+        self,
+        arrays: TrainingArrays,
+        indices: np.ndarray,
+        batch_size: int,
+        device: torch.device,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        equal_shards: bool = True,
+    ) -> None:
+        self.arrays = arrays
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world = world
+        self.equal_shards = equal_shards
+
+    def _order(self, epoch: int) -> np.ndarray:
+        idx = self.indices
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])  # same on every rank
+            blocks = np.array_split(idx, max(1, -(-len(idx) // _BLOCK_ROWS)))
+            idx = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
+        if self.world > 1:
+            if self.equal_shards:
+                per = len(idx) // self.world
+                idx = idx[self.rank * per : (self.rank + 1) * per]
+            else:
+                idx = idx[self.rank :: self.world]
+        return idx
+
+    def num_samples(self, epoch: int = 0) -> int:
+        return len(self._order(epoch))
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        order = self._order(epoch)
+        rng = np.random.default_rng([self.seed, epoch, self.rank, 1])
+        window = self.batch_size * _WINDOW_BATCHES
+        for start in range(0, len(order), window):
+            rows = np.sort(order[start : start + window])
+            chunk = self._read(rows)
+            perm = rng.permutation(len(rows)) if self.shuffle else np.arange(len(rows))
+            for b in range(0, len(rows), self.batch_size):
+                yield self._to_batch(chunk, perm[b : b + self.batch_size])
+
+    def _read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        a = self.arrays
+        return {
+            "x": a.features[rows],
+            "g": np.asarray(a.globals[rows], dtype=np.float32),
+            "values_mp": np.asarray(a.values_mp[rows], dtype=np.float32),
+            "values": np.asarray(a.values[rows], dtype=np.float32),
+            "policy": np.asarray(a.policy_index[rows], dtype=np.int64),
+            "seat": np.clip(np.asarray(a.player_to_move[rows], dtype=np.int64) - 1, 0, 3),
+        }
+
+    def _to_batch(self, chunk: dict[str, np.ndarray], sel: np.ndarray) -> Batch:
+        dev = self.device
+        blocking = dev.type != "cuda"
+
+        def t(name: str) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(chunk[name][sel])).to(dev, non_blocking=not blocking)
+
+        return Batch(
+            x=t("x").float(),
+            g=t("g"),
+            values_mp=t("values_mp"),
+            values=t("values"),
+            policy=t("policy"),
+            seat=t("seat"),
+        )

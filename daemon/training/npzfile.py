@@ -1,0 +1,263 @@
+"""Open a training NPZ without copying it: memory-map each stored ``.npy`` member (torch-free).
+
+The export writes members with ZIP_STORED, so each array's bytes sit contiguously
+in the zip: the member's local header gives the data offset, the ``.npy`` header
+gives dtype/shape, and ``np.memmap`` maps the rest. Compressed members cannot be
+mapped and are refused with BAD_DATA.
+
+Legacy upstream files (object arrays -> pickle) load only with
+``allow_legacy_pickle=True``; they are small and are converted in memory:
+
+* policy target = ``policy_indices[argmax(policy_values)]``; an empty policy gives
+  target -1 (ignored by the policy loss);
+* ``values_mp``: seat 1 = v, seat 2 = -v (two-player file, mover = seat 1 as stored);
+* the file has no game ids: consecutive blocks of ``LEGACY_GAME_BLOCK`` samples
+  (8 positions x 8 symmetries in the upstream writer) count as one game, so the
+  symmetric copies of a position never straddle the train/validation split;
+* policy size = largest index + 1.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.training.exitcodes import ExitCode, TrainerError
+
+LEGACY_GAME_BLOCK = 64
+_ARRAYS = ("features", "globals", "values", "values_mp", "policy_index", "game_ids", "player_to_move")
+_LOCAL_HEADER = b"PK\x03\x04"
+
+
+@dataclass
+class TrainingArrays:
+    path: Path
+    features: np.ndarray  # (N, C, H, W) uint8 (memmap) or float32 (legacy)
+    globals: np.ndarray  # (N, G) float32
+    values: np.ndarray  # (N,) mover's perspective
+    values_mp: np.ndarray  # (N, 4) per seat
+    policy_index: np.ndarray  # (N,) integer, -1 = no policy target
+    game_ids: np.ndarray  # (N,) int64
+    player_to_move: np.ndarray  # (N,) seat 1..4
+    meta: dict[str, Any] = field(default_factory=dict)
+    legacy: bool = False
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        _, c, h, w = self.features.shape
+        return int(c), int(h), int(w)
+
+    @property
+    def num_globals(self) -> int:
+        return int(self.globals.shape[1])
+
+
+def _bad(path: Path, msg: str) -> TrainerError:
+    return TrainerError(ExitCode.BAD_DATA, f"{path}: {msg}")
+
+
+@dataclass(frozen=True)
+class _Member:
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype[Any]
+    header_len: int
+
+
+def _read_headers(path: Path, zf: zipfile.ZipFile) -> dict[str, _Member]:
+    members: dict[str, _Member] = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        name = info.filename[: -len(".npy")]
+        try:
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                header_len = fh.tell()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise _bad(path, f"member {info.filename!r} is not a valid .npy array ({exc})") from exc
+        members[name] = _Member(info, tuple(int(s) for s in shape), bool(fortran), dtype, header_len)
+    return members
+
+
+def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> TrainingArrays:
+    """Open and validate ``path``; raise TrainerError(BAD_DATA) naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise _bad(path, "training data file not found")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise _bad(path, f"not a readable NPZ (zip) file, corrupt or truncated ({exc})") from exc
+    with zf:
+        members = _read_headers(path, zf)
+        objects = sorted(k for k, m in members.items() if m.dtype.hasobject)
+        if objects:
+            if not allow_legacy_pickle:
+                raise _bad(
+                    path,
+                    f"contains object arrays ({', '.join(objects)}) that need pickle to load; this is a "
+                    "legacy upstream NPZ - pass --allow-legacy-pickle to load it (trusted files only)",
+                )
+            return _load_legacy(path)
+        missing = [k for k in _ARRAYS if k not in members]
+        if missing:
+            raise _bad(path, f"missing arrays: {', '.join(missing)}")
+        meta = _read_scalars(path, zf, members)
+    m = {k: _memmap(path, members[k]) for k in _ARRAYS}
+    out = TrainingArrays(
+        path=path,
+        features=m["features"],
+        globals=m["globals"],
+        values=m["values"],
+        values_mp=m["values_mp"],
+        policy_index=m["policy_index"],
+        game_ids=m["game_ids"],
+        player_to_move=m["player_to_move"],
+        meta=meta,
+    )
+    _validate(out)
+    return out
+
+
+def _read_scalars(path: Path, zf: zipfile.ZipFile, members: dict[str, _Member]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for name, m in members.items():
+        if m.shape != ():
+            continue
+        try:
+            with zf.open(m.info) as fh:
+                value = np.lib.format.read_array(fh, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise _bad(path, f"metadata {name!r} unreadable ({exc})") from exc
+        meta[name] = value.item()
+    return meta
+
+
+def _memmap(path: Path, m: _Member) -> np.ndarray:
+    info = m.info
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise _bad(
+            path,
+            f"member {info.filename!r} is compressed and cannot be memory-mapped; "
+            "re-export with uncompressed (ZIP_STORED) members",
+        )
+    nbytes = math.prod(m.shape) * m.dtype.itemsize
+    if nbytes == 0:
+        raise _bad(path, f"array {info.filename!r} is empty (no samples)")
+    with path.open("rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        file_size = fh.seek(0, 2)
+    if len(local) < 30 or local[:4] != _LOCAL_HEADER:
+        raise _bad(path, f"bad zip local header for {info.filename!r}")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    offset = info.header_offset + 30 + name_len + extra_len + m.header_len
+    if m.header_len + nbytes > info.file_size or offset + nbytes > file_size:
+        raise _bad(path, f"array {info.filename!r} is truncated")
+    mapped: np.ndarray = np.memmap(
+        path, dtype=m.dtype, mode="r", offset=int(offset), shape=m.shape, order="F" if m.fortran else "C"
+    )
+    return mapped
+
+
+def _validate(a: TrainingArrays) -> None:
+    p = a.path
+    if a.features.ndim != 4 or a.features.shape[2] != a.features.shape[3]:
+        raise _bad(p, f"features must be (N, C, H, H), got {a.features.shape}")
+    if a.features.dtype not in (np.uint8, np.float32, np.float16):
+        raise _bad(p, f"features dtype {a.features.dtype} not supported (uint8 expected)")
+    n = a.n
+    if n == 0:
+        raise _bad(p, "no samples (N == 0)")
+    expect = {
+        "globals": 2,
+        "values": 1,
+        "values_mp": 2,
+        "policy_index": 1,
+        "game_ids": 1,
+        "player_to_move": 1,
+    }
+    for name, ndim in expect.items():
+        arr: np.ndarray = getattr(a, name)
+        if arr.ndim != ndim or arr.shape[0] != n:
+            raise _bad(p, f"array {name!r} has shape {arr.shape}, expected {ndim}-d with {n} rows")
+    if a.values_mp.shape[1] != 4:
+        raise _bad(p, f"values_mp must be (N, 4), got {a.values_mp.shape}")
+    if not np.issubdtype(a.policy_index.dtype, np.integer):
+        raise _bad(p, f"policy_index must be integer, got {a.policy_index.dtype}")
+    for key in ("policy_size", "num_players"):
+        if not isinstance(a.meta.get(key), int):
+            raise _bad(p, f"metadata {key!r} missing or not an integer")
+    policy_size = int(a.meta["policy_size"])
+    if not 1 <= int(a.meta["num_players"]) <= 4 or policy_size <= 0:
+        raise _bad(p, f"bad metadata num_players={a.meta['num_players']} policy_size={policy_size}")
+    lo, hi = int(a.policy_index.min()), int(a.policy_index.max())
+    if lo < -1 or hi >= policy_size:
+        raise _bad(p, f"policy_index out of range [0, {policy_size}): min {lo}, max {hi}")
+    planes = a.meta.get("num_planes")
+    if isinstance(planes, int) and planes != a.features.shape[1]:
+        raise _bad(p, f"num_planes={planes} but features have {a.features.shape[1]} planes")
+
+
+def _load_legacy(path: Path) -> TrainingArrays:
+    try:
+        with np.load(path, allow_pickle=True) as d:
+            features = np.ascontiguousarray(d["features"], dtype=np.float32)
+            globals_ = np.ascontiguousarray(d["globals"], dtype=np.float32)
+            values = np.asarray(d["values"], dtype=np.float32)
+            p_idx = d["policy_indices"]
+            p_val = d["policy_values"]
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _bad(path, f"legacy NPZ unreadable ({exc})") from exc
+    n = features.shape[0]
+    if n == 0 or features.ndim != 4 or len(p_idx) != n or len(p_val) != n or len(values) != n:
+        raise _bad(path, "legacy NPZ arrays have inconsistent shapes")
+    policy = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        idx = np.asarray(p_idx[i]).ravel()
+        if idx.size:
+            policy[i] = int(idx[int(np.argmax(np.asarray(p_val[i]).ravel()))])
+    values_mp = np.zeros((n, 4), dtype=np.float32)
+    values_mp[:, 0] = values
+    values_mp[:, 1] = -values
+    grid = int(features.shape[-1])
+    board = "square8" if grid == 8 else "square19" if grid == 19 else f"grid{grid}"
+    meta: dict[str, Any] = {
+        "board_type": board,
+        "config_key": f"{board}_2p",
+        "num_players": 2,
+        "policy_size": int(policy.max()) + 1 if (policy >= 0).any() else 1,
+        "encoder_name": "legacy",
+        "num_planes": int(features.shape[1]),
+        "num_globals": int(globals_.shape[1]),
+    }
+    out = TrainingArrays(
+        path=path,
+        features=features,
+        globals=globals_,
+        values=values,
+        values_mp=values_mp,
+        policy_index=policy,
+        game_ids=np.arange(n, dtype=np.int64) // LEGACY_GAME_BLOCK,
+        player_to_move=np.ones(n, dtype=np.int8),
+        meta=meta,
+        legacy=True,
+    )
+    _validate(out)
+    return out

@@ -1,0 +1,363 @@
+"""Asyncio supervisor for one trainer subprocess (never imports torch).
+
+The trainer runs in its own session (pgid == pid) so timeout, cancel (lease lost)
+and heartbeat loss end the whole group: SIGTERM, ``grace`` seconds for the trainer
+to checkpoint, then SIGKILL; the child is always reaped. stdout carries one JSON
+progress object per line; anything else is logged and ignored. stderr is logged
+and its tail kept for the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import structlog
+
+from daemon.training.exitcodes import ExitCode, exit_name
+from daemon.training.pidrecords import group_alive, reap_orphans, record_path, write_record
+
+__all__ = ["TrainerArgs", "TrainerOutcome", "TrainerRunner", "reap_orphans"]
+
+log = structlog.get_logger(__name__)
+
+Reason = Literal["ok", "exit", "timeout", "cancelled", "heartbeat", "signal"]
+_DROP_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class TrainerArgs:
+    data: Path
+    out: Path
+    epochs: int
+    batch_size: int
+    init: Path | None = None
+    device: str = "auto"
+    fencing_token: int | None = None
+    allow_legacy_pickle: bool = False
+    run_id: str | None = None
+    data_hash: str | None = None
+    parent: str | None = None
+    channels: int | None = None
+    blocks: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+    extra: tuple[str, ...] = ()
+
+    def to_argv(self) -> list[str]:
+        """The trainer's command-line flags (CONTRACTS.md)."""
+        argv = [
+            "--data",
+            str(self.data),
+            "--out",
+            str(self.out),
+            "--epochs",
+            str(self.epochs),
+            "--batch-size",
+            str(self.batch_size),
+            "--device",
+            self.device,
+        ]
+        optional: dict[str, object | None] = {
+            "--init": self.init,
+            "--fencing-token": self.fencing_token,
+            "--run-id": self.run_id,
+            "--data-hash": self.data_hash,
+            "--parent": self.parent,
+            "--channels": self.channels,
+            "--blocks": self.blocks,
+            "--lr": self.lr,
+            "--seed": self.seed,
+        }
+        for flag, value in optional.items():
+            if value is not None:
+                argv += [flag, str(value)]
+        if self.allow_legacy_pickle:
+            argv.append("--allow-legacy-pickle")
+        return [*argv, *self.extra]
+
+
+@dataclass
+class TrainerOutcome:
+    exit_code: int
+    exit_name: str
+    duration: float
+    last_progress: dict[str, Any] | None
+    checkpoint: Path | None
+    reason: Reason
+    pid: int
+    pgid: int
+    stderr_tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == ExitCode.OK and self.checkpoint is not None
+
+
+class TrainerRunner:
+    def __init__(
+        self,
+        *,
+        python: str = sys.executable,
+        timeout: float,
+        grace: float,
+        heartbeat_timeout: float,
+        state_dir: Path,
+        env: Mapping[str, str] | None = None,
+        omp_num_threads: int | None = None,
+        nproc_per_node: int = 1,
+        cwd: Path | None = None,
+        line_limit: int = 8 * 1024 * 1024,
+        stderr_tail_lines: int = 40,
+    ) -> None:
+        self.python = python
+        self.timeout = timeout
+        self.grace = grace
+        self.heartbeat_timeout = heartbeat_timeout
+        self.state_dir = state_dir
+        self.base_env = dict(env or {})
+        self.omp_num_threads = omp_num_threads
+        self.nproc_per_node = nproc_per_node
+        self.cwd = cwd
+        self.line_limit = line_limit
+        self.stderr_tail_lines = stderr_tail_lines
+
+    def command(self, args: TrainerArgs) -> list[str]:
+        if self.nproc_per_node > 1:
+            launcher = [
+                self.python,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(self.nproc_per_node),
+                "-m",
+                "daemon.training",
+            ]
+        else:
+            launcher = [self.python, "-m", "daemon.training"]
+        return [*launcher, *args.to_argv()]
+
+    def child_env(self, run_id: str) -> dict[str, str]:
+        env = {k: v for k, v in self.base_env.items() if k not in _DROP_ENV}
+        env["PYTHONUNBUFFERED"] = "1"
+        env["TQDM_DISABLE"] = "1"
+        env["RINGRIFT_RUN_ID"] = run_id
+        if self.omp_num_threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.omp_num_threads)
+        return env
+
+    async def run(
+        self,
+        args: TrainerArgs,
+        *,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        cancel: asyncio.Event | None = None,
+        run_id: str,
+        argv: Sequence[str] | None = None,
+    ) -> TrainerOutcome:
+        """Run one trainer to the end; ``argv`` replaces the whole command (tests)."""
+        cmd = list(argv) if argv is not None else self.command(args)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.child_env(run_id),
+            cwd=self.cwd,
+            start_new_session=True,
+            limit=self.line_limit,
+        )
+        pid = pgid = proc.pid  # new session: the child leads its own group
+        rec = write_record(self.state_dir, run_id, pid, pgid, cmd, datetime.now(UTC).isoformat())
+        log.info("trainer.started", run_id=run_id, pid=pid, argv=cmd)
+        state = _StreamState(loop.time(), collections.deque(maxlen=self.stderr_tail_lines))
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            asyncio.create_task(self._read_stdout(proc.stdout, state, on_progress, run_id)),
+            asyncio.create_task(self._read_stderr(proc.stderr, state, run_id)),
+        ]
+        reason: Reason | None = None
+        try:
+            reason = await self._supervise(proc, state, cancel, t0)
+            if reason is not None:
+                await self._stop_group(proc, pgid, run_id, reason)
+        finally:
+            if proc.returncode is None:  # cancelled by our caller: never leave the group running
+                await self._stop_group(proc, pgid, run_id, "cancelled")
+            await self._kill_stragglers(pgid)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 5.0)
+            for task in readers:
+                task.cancel()
+            rec.unlink(missing_ok=True)
+        rc = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+        return self._outcome(rc, reason, loop.time() - t0, state, pid, run_id, args)
+
+    async def _supervise(
+        self, proc: asyncio.subprocess.Process, state: _StreamState, cancel: asyncio.Event | None, t0: float
+    ) -> Reason | None:
+        """Wait for exit; return why we must stop the trainer (None: it exited by itself)."""
+        loop = asyncio.get_running_loop()
+        waiter = asyncio.ensure_future(proc.wait())
+        cancel_task = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+        try:
+            while True:
+                now = loop.time()
+                if now >= t0 + self.timeout:
+                    return "timeout"
+                if now >= state.last_activity + self.heartbeat_timeout:
+                    return "heartbeat"
+                wake = min(t0 + self.timeout, state.last_activity + self.heartbeat_timeout) - now
+                pending = {waiter} | ({cancel_task} if cancel_task else set())
+                done, _ = await asyncio.wait(
+                    pending, timeout=max(wake, _POLL), return_when=asyncio.FIRST_COMPLETED
+                )
+                if waiter in done:
+                    return None
+                if cancel_task is not None and cancel_task in done:
+                    return "cancelled"
+        finally:
+            if cancel_task is not None:
+                cancel_task.cancel()
+            if not waiter.done():
+                waiter.cancel()
+
+    async def _stop_group(self, proc: asyncio.subprocess.Process, pgid: int, run_id: str, why: str) -> None:
+        log.warning("trainer.stopping", run_id=run_id, pgid=pgid, reason=why, grace=self.grace)
+        _killpg(pgid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        while loop.time() < deadline and (proc.returncode is None or group_alive(pgid)):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), _POLL)
+        if proc.returncode is None or group_alive(pgid):
+            log.warning("trainer.killed", run_id=run_id, pgid=pgid)
+            _killpg(pgid, signal.SIGKILL)
+        await proc.wait()
+
+    async def _kill_stragglers(self, pgid: int) -> None:
+        """Processes left in the group after the leader exited (forked helpers) are killed."""
+        if group_alive(pgid):
+            _killpg(pgid, signal.SIGKILL)
+            for _ in range(100):
+                if not group_alive(pgid):
+                    break
+                await asyncio.sleep(_POLL)
+
+    async def _read_stdout(
+        self,
+        stream: asyncio.StreamReader,
+        state: _StreamState,
+        on_progress: Callable[[dict[str, Any]], None] | None,
+        run_id: str,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line beyond line_limit: the reader drops it
+                log.warning("trainer.output_overlong", run_id=run_id, limit=self.line_limit)
+                continue
+            if not raw:
+                return
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            try:
+                event = orjson.loads(text) if text.startswith("{") else None
+            except orjson.JSONDecodeError:
+                event = None
+            if not isinstance(event, dict):
+                if text.strip():
+                    log.info("trainer.output", run_id=run_id, line=text[:2000])
+                continue
+            state.last_activity = loop.time()
+            state.last_progress = event
+            if event.get("event") == "done":
+                state.done = event
+            elif event.get("event") == "error":
+                state.error = event
+            log.debug("trainer.progress", run_id=run_id, progress=event)
+            if on_progress is not None:
+                try:
+                    on_progress(event)
+                except Exception:
+                    log.exception("trainer.progress_callback_failed", run_id=run_id)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader, state: _StreamState, run_id: str) -> None:
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:
+                log.warning("trainer.stderr_overlong", run_id=run_id, limit=self.line_limit)
+                continue
+            if not raw:
+                return
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            state.stderr_tail.append(line[:2000])
+            log.info("trainer.stderr", run_id=run_id, line=line[:2000])
+
+    def _outcome(
+        self,
+        rc: int,
+        stopped: Reason | None,
+        duration: float,
+        state: _StreamState,
+        pid: int,
+        run_id: str,
+        args: TrainerArgs,
+    ) -> TrainerOutcome:
+        name = exit_name(rc)
+        # torchrun exits 1 whatever the worker code was: trust the worker's own error event.
+        if rc == ExitCode.INTERNAL_ERROR and state.error and isinstance(state.error.get("code"), str):
+            name = state.error["code"]
+        reason: Reason = stopped or ("ok" if rc == 0 else "signal" if rc < 0 else "exit")
+        checkpoint: Path | None = None
+        if state.done and isinstance(state.done.get("checkpoint"), str):
+            checkpoint = Path(state.done["checkpoint"])
+        elif rc in (ExitCode.OK, ExitCode.INTERRUPTED):
+            checkpoint = args.out / "model.pt"
+        if checkpoint is not None and not checkpoint.is_file():
+            checkpoint = None
+        outcome = TrainerOutcome(
+            rc, name, duration, state.last_progress, checkpoint, reason, pid, pid, list(state.stderr_tail)
+        )
+        log.info(
+            "trainer.exited",
+            run_id=run_id,
+            exit_code=rc,
+            exit_name=name,
+            reason=reason,
+            duration=round(duration, 3),
+            checkpoint=str(checkpoint) if checkpoint else None,
+        )
+        return outcome
+
+
+@dataclass
+class _StreamState:
+    last_activity: float
+    stderr_tail: collections.deque[str]
+    last_progress: dict[str, Any] | None = None
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+__all__ += ["record_path"]
