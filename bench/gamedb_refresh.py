@@ -60,8 +60,16 @@ def _rows(n: int, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         if status == "draw":
             status = "completed"
         yield (
-            str(uuid.UUID(int=rng.getrandbits(128), version=4)), board, players, "2025-12-01T00:00:00+00:00",
-            status, winner, 60, 30, "bench", 18,
+            str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            board,
+            players,
+            "2025-12-01T00:00:00+00:00",
+            status,
+            winner,
+            60,
+            30,
+            "bench",
+            18,
         )
 
 

@@ -18,6 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from daemon import __version__
+from daemon.cluster import ClusterRun, ClusterState
 from daemon.decide.curriculum import CurriculumFeedback
 from daemon.decide.health import TrainingHealthMonitor
 from daemon.decide.triggers import TrainingTriggers
@@ -58,6 +59,7 @@ class Components:
             env=child_env(environ),
             nproc_per_node=s.training.nproc_per_node,
         )
+        self.cluster = ClusterState(None, None, "")
         self.lock_backend = "file"
         self.lock_backend_reason = ""
         self.progress: dict[str, dict[str, Any]] = {}
@@ -71,6 +73,9 @@ class Components:
         self.curriculum.open()
         self.models.open()
         self.lock_backend, self.lock_backend_reason = await asyncio.to_thread(self._select_backend)
+        r = s.redis
+        if self.lock_backend == "redis" and r is not None:
+            self.cluster = ClusterState(r.url, r.resolved_password(), r.key_prefix, r.connect_timeout)
         self.view.lock_backend = self.lock_backend
         self.view.lock_backend_reason = self.lock_backend_reason
         log.info("lock.backend_selected", backend=self.lock_backend, reason=self.lock_backend_reason)
@@ -203,6 +208,9 @@ class Components:
             data_path=Path(export.output),
             source_snapshot=getattr(export, "snapshot", None),
         )
+
+    def publish_run(self, key: str, state: str, usable_games: int | None, model_id: str | None) -> None:
+        self.cluster.publish(key, ClusterRun(datetime.now(UTC), state, usable_games, model_id, self.node))
 
     def on_trainer_progress(self, key: str, event: dict[str, Any]) -> None:
         if event.get("event") == "epoch":

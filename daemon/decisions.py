@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from daemon.cluster import EMPTY, ClusterView
 from daemon.sources import PollResult
 from daemon.training.pidrecords import reap_orphans
 
@@ -38,6 +39,7 @@ class Evaluator:
         self.pipeline = pipeline
         self.poll: PollResult | None = None
         self._last_usable: dict[str, int] = {}
+        self.cluster: ClusterView = EMPTY
 
     async def recover(self, now: datetime) -> list[str]:
         """End what a crashed predecessor left: orphan trainer groups, runs still in flight."""
@@ -76,14 +78,33 @@ class Evaluator:
             cv.usable_games = totals.usable_games
             cv.skipped = totals.skipped.as_dict()
 
+    async def refresh_cluster(self) -> None:
+        """Runs other nodes finished (Redis backend only; a no-op with file locks)."""
+        self.cluster = await asyncio.to_thread(self.c.cluster.read, list(self.c.settings.configs))
+
+    def _last(self, key: str, success: bool) -> tuple[datetime | None, int | None, str | None]:
+        """(finished_at, usable_games, model_id) of the newest run here or on any node."""
+        local = self.c.journal.last_success(key) if success else self.c.journal.last_finished(key)
+        remote = (self.cluster.last_success if success else self.cluster.last_finished).get(key)
+        best: tuple[datetime | None, int | None, str | None] = (None, None, None)
+        if local is not None and local.finished_at is not None:
+            best = (local.finished_at, local.usable_games, local.model_id)
+        if remote is not None and (best[0] is None or remote.finished_at > best[0]):
+            best = (remote.finished_at, remote.usable_games, remote.model_id)
+        return best
+
     def _new_games(self, key: str, usable: int) -> int:
-        last = self.c.journal.last_success(key)
-        base = last.usable_games if last is not None and last.usable_games is not None else 0
-        return max(0, usable - base)
+        base = self._last(key, True)[1]
+        return max(0, usable - (base or 0))
+
+    def _model_count(self, key: str) -> int:
+        # A model trained on another node counts: its registry is not ours.
+        local = self.c.model_count(key)
+        return max(local, 1 if self._last(key, True)[2] else 0)
 
     def decide(self, now: datetime, running: set[str]) -> dict[str, Decision]:
         c = self.c
-        counts = {key: c.model_count(key) for key in c.settings.configs}
+        counts = {key: self._model_count(key) for key in c.settings.configs}
         for key, models in counts.items():
             # The registry is the source of truth for model counts (models may predate decide.db).
             c.curriculum.set_model_count(key, models)
@@ -96,8 +117,6 @@ class Evaluator:
             metrics = c.curriculum.get_config_metrics(key, now=now)
             if metrics.win_rate is not None:
                 c.health.record_win_rate(key, win_rate=metrics.win_rate, now=now)
-            last_ok = c.journal.last_success(key)
-            last_any = c.journal.last_finished(key)
             latest = c.models.get_latest(key)
             c.triggers.update_config_state(
                 key,
@@ -105,9 +124,8 @@ class Evaluator:
                 new_games=self._new_games(key, usable),
                 win_rate=metrics.win_rate,
                 model_count=models,
-                last_training_time=(last_ok.finished_at if last_ok else None)
-                or (latest.created_at if latest else None),
-                last_run_time=last_any.finished_at if last_any else None,
+                last_training_time=self._last(key, True)[0] or (latest.created_at if latest else None),
+                last_run_time=self._last(key, False)[0],
                 curriculum_weight=weights.get(key, 1.0),
             )
             d = c.triggers.should_train(key, now=now)
@@ -145,11 +163,11 @@ class Evaluator:
             prod = c.models.get_production(key)
             cv.latest_model = latest.model_id if latest else None
             cv.production_model = prod.model_id if prod else None
-            cv.model_count = c.model_count(key)
+            cv.model_count = self._model_count(key)
             cv.win_rate = c.curriculum.get_config_metrics(key, now=now).win_rate
             cv.consecutive_failures = _failures(c, key)
-            ok = c.journal.last_success(key)
-            cv.last_success_ts = ok.finished_at.timestamp() if ok and ok.finished_at else None
+            last_ok = self._last(key, True)[0]
+            cv.last_success_ts = last_ok.timestamp() if last_ok else None
             cv.alerts = [a for a in view.alerts if a.get("config") == key]
 
 

@@ -245,6 +245,9 @@ class GameDB:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        # Usable counts at the last successful refresh; survives a reset, so a file
+        # replaced by a smaller one reports negative ``new_games``.
+        self._prev_usable: dict[str, int] = {}
         self._reset()
         self.snapshot: SourceSnapshot | None = None
 
@@ -266,7 +269,6 @@ class GameDB:
         self._pending_cursor = 0
         self._orphans: dict[str, str | None] = {}
         self._status_updates = 0
-        self._prev_usable: dict[str, int] = {}
 
     # -- connection -------------------------------------------------------
     def open(self) -> None:
@@ -383,13 +385,17 @@ class GameDB:
             replaced = True  # a new inode: another file was moved into place
             self._close_locked()
             self._reset()
+        stat_key = (st.st_size, st.st_mtime_ns)
+        if self._conn is not None and self._stat is not None and stat_key != self._stat:
+            # The main file was written (a checkpoint, a rollback-mode commit, or a copy
+            # over it in place, which a WAL reader's page cache would not notice): reconnect.
+            self._close_locked()
         if self._conn is None:
-            # First open, a new file, or reconnecting after an error (counts kept:
-            # the content check below catches a file rewritten in the meantime).
+            # First open, a new file, or reconnecting (counts kept: the content check
+            # below catches a file rewritten in the meantime).
             self._open_locked()
         conn = self._conn
         assert conn is not None
-        stat_key = (st.st_size, st.st_mtime_ns)
         dv = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if (
             dv == self._data_version

@@ -47,6 +47,14 @@ class PipelineResult:
         return asdict(self)
 
 
+@dataclass
+class Lease:
+    """A held config lock and the event set when its lease is lost."""
+
+    lock: Any
+    lost: asyncio.Event
+
+
 class _Interrupted(Exception):
     """The lease was lost (or the service is stopping): end the run ``interrupted``."""
 
@@ -80,6 +88,25 @@ class OptimizedTrainingPipeline:
             ev.set()
 
     # -- the run --------------------------------------------------------------
+    async def acquire(self, config_key: str) -> Lease | str:
+        """Take the config's lease without waiting: a :class:`Lease`, or why not (a string)."""
+        key = validate_config_key(config_key)
+        lost = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_lost(*_: Any) -> None:  # may be called from a renewal thread
+            loop.call_soon_threadsafe(lost.set)
+
+        lock = self.c.make_lock(key, on_lost)
+        try:
+            acquired = await lock.acquire_async(timeout=0)
+        except Exception as e:  # backend unavailable (fail closed)
+            log.warning("lock.unavailable", config=key, reason=str(e))
+            return f"lock unavailable: {e}"
+        if not acquired:
+            return "lock is held by another run"
+        return Lease(lock, lost)
+
     async def run_training(
         self,
         config_key: str,
@@ -88,24 +115,17 @@ class OptimizedTrainingPipeline:
         force: bool = False,
         usable_games: int | None = None,
         reason: str = "",
+        lease: Lease | None = None,
     ) -> PipelineResult:
         key = validate_config_key(config_key)
         c = self.c
         t0 = time.monotonic()
-        lost = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_lost(*_: Any) -> None:  # may be called from a renewal thread
-            loop.call_soon_threadsafe(lost.set)
-
-        lock = c.make_lock(key, on_lost)
-        try:
-            acquired = await lock.acquire_async(timeout=0)
-        except Exception as e:  # backend unavailable (fail closed)
-            log.warning("lock.unavailable", config=key, reason=str(e))
-            return PipelineResult(False, f"lock unavailable: {e}", key, state="skipped")
-        if not acquired:
-            return PipelineResult(False, "lock is held by another run", key, state="skipped")
+        if lease is None:
+            got = await self.acquire(key)
+            if isinstance(got, str):
+                return PipelineResult(False, got, key, state="skipped")
+            lease = got
+        lock, lost = lease.lock, lease.lost
         token = lock.fencing_token
         now = datetime.now(UTC)
         run_id = c.journal.start(key, now=now, usable_games=usable_games)
@@ -152,6 +172,8 @@ class OptimizedTrainingPipeline:
             c.metrics.run_duration.labels(key).observe(result.total_time)
             self.active.pop(key, None)
             self._stop.pop(key, None)
+            if not lost.is_set():  # still the holder: tell the other nodes, then release
+                await asyncio.to_thread(c.publish_run, key, result.state, usable_games, result.model_id)
             try:
                 await lock.release_async()
             except Exception as e:  # an expired lease cannot be released: the TTL frees it

@@ -88,7 +88,9 @@ def create_schema(conn: sqlite3.Connection, schema_version: int = 18) -> None:
 def connect_writer(db_path: Path, schema_version: int = 18) -> sqlite3.Connection:
     """Open ``db_path`` for writing in WAL mode, creating the schema if needed."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None)
+    # check_same_thread=False: SelfPlaySim drives it from asyncio.to_thread workers
+    # (any pool thread, one call at a time).
+    conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")

@@ -11,11 +11,11 @@ import glob
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
 
@@ -24,6 +24,8 @@ ENV_NESTING = "__"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
 PositiveSeconds = float
+# Validated item by item, so an error names the position: ``configs.1: invalid config key 'hex8_9p' ...``.
+ConfigKey = Annotated[str, AfterValidator(validate_config_key)]
 
 
 class SettingsError(Exception):
@@ -148,7 +150,7 @@ class DemoSettings(_Section):
 class Settings(_Section):
     data_dir: Path = Path("data")
     game_dbs: tuple[str, ...] = ("data/games/*.db",)
-    configs: tuple[str, ...] = ALL_CONFIG_KEYS
+    configs: tuple[ConfigKey, ...] = ALL_CONFIG_KEYS
     redis: RedisSettings | None = None
     locks: LockSettings = LockSettings()
     http: HttpSettings = HttpSettings()
@@ -163,8 +165,6 @@ class Settings(_Section):
     @field_validator("configs")
     @classmethod
     def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for key in v:
-            validate_config_key(key)
         if len(set(v)) != len(v):
             raise ValueError("duplicate config keys")
         return v

@@ -36,6 +36,7 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
 
         comps.view.alerts = [_alert_dict(a) for a in report.active_alerts]
         running = {r.config for r in comps.journal.in_flight()}
+        await ev.refresh_cluster()
         decisions = ev.decide(now, running=running)
         ev.publish(now, decisions, running=running)
         r = settings.redis

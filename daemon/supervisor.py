@@ -25,7 +25,7 @@ from daemon.components import Components, build_components
 from daemon.decisions import Evaluator
 from daemon.http import HttpServer
 from daemon.notify import SystemdNotifier, Watchdog
-from daemon.pipeline import OptimizedTrainingPipeline, PipelineResult
+from daemon.pipeline import Lease, OptimizedTrainingPipeline, PipelineResult
 from daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -135,6 +135,7 @@ class Service:
     async def decide(self, now: datetime) -> TickReport:
         t = time.monotonic()
         report = TickReport()
+        await self.evaluator.refresh_cluster()
         decisions = self.evaluator.decide(now, running=set(self.tasks))
         report.decisions = decisions
         if self._dispatching and not self.should_exit.is_set():
@@ -143,9 +144,18 @@ class Service:
                 (d for d in decisions.values() if d.should_train and d.key not in self.tasks),
                 key=lambda d: -d.priority,
             )
-            for d in ready[: max(0, slots)]:
-                self._dispatch(d.key, d.reason)
+            # Highest priority first; a config locked by another node is passed over, so
+            # several nodes spread over the ready configs instead of queueing on one.
+            for d in ready:
+                if slots <= 0:
+                    break
+                lease = await self.pipeline.acquire(d.key)
+                if isinstance(lease, str):
+                    d.reason = f"{lease}; {d.reason}"
+                    continue
+                self._dispatch(d.key, d.reason, lease)
                 report.dispatched.append(d.key)
+                slots -= 1
         self.evaluator.publish(now, decisions, running=set(self.tasks))
         self.c.view.last_tick_ts = now.timestamp()
         self.watchdog.beat(time.monotonic())
@@ -160,10 +170,11 @@ class Service:
         self.evaluator.evaluate_health(now)
         return await self.decide(now)
 
-    def _dispatch(self, key: str, reason: str) -> None:
+    def _dispatch(self, key: str, reason: str, lease: Lease) -> None:
         usable = self.c.view.configs[key].usable_games
         task = asyncio.create_task(
-            self.pipeline.run_training(key, usable_games=usable, reason=reason), name=f"run:{key}"
+            self.pipeline.run_training(key, usable_games=usable, reason=reason, lease=lease),
+            name=f"run:{key}",
         )
         self.tasks[key] = task
         task.add_done_callback(lambda t, k=key: self._done(k, t))  # type: ignore[misc]

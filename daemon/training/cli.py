@@ -12,12 +12,15 @@ import math
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.pidrecords import proc_start_time
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +69,32 @@ def _print_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def watch_supervisor(pid: int, on_gone: Callable[[], None], period: float = 1.0) -> threading.Thread:
+    """Stop (like SIGTERM: finish the step, save, exit) when the supervising daemon dies.
+
+    A daemon killed with SIGKILL cannot stop its trainer's process group; without
+    this the trainer would keep the GPU busy for a run nobody will register.
+    """
+    start = proc_start_time(pid)
+
+    def loop() -> None:
+        while True:
+            time.sleep(period)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            if start is not None and proc_start_time(pid) != start:  # the pid was reused
+                break
+        on_gone()
+
+    t = threading.Thread(target=loop, name="supervisor-watch", daemon=True)
+    t.start()
+    return t
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = os.environ if environ is None else environ
@@ -81,6 +110,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     stop = StopFlag()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
+    supervisor = env.get("RINGRIFT_SUPERVISOR_PID", "")
+    if supervisor.isdigit():
+        watch_supervisor(int(supervisor), stop.set)
 
     def emit(obj: dict[str, Any]) -> None:
         if info.is_main:

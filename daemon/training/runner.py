@@ -154,6 +154,8 @@ class TrainerRunner:
         env["PYTHONUNBUFFERED"] = "1"
         env["TQDM_DISABLE"] = "1"
         env["RINGRIFT_RUN_ID"] = run_id
+        # The trainer stops itself (checkpoint, exit) if this process dies without stopping it.
+        env["RINGRIFT_SUPERVISOR_PID"] = str(os.getpid())
         if self.omp_num_threads is not None:
             env["OMP_NUM_THREADS"] = str(self.omp_num_threads)
         return env

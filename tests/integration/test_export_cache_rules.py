@@ -48,7 +48,9 @@ def needs(settings: Settings, db: Path) -> tuple[bool, str]:
     es = get_export_settings([db], "square8", 3, snapshots=snaps)
     enc = load_encoder(settings.export.encoder, settings.export.history_length)
     params = export_params(enc, es, settings.export.history_length, settings.export.encoder)
-    d = cache.needs_export([db], settings.training_dir / f"{KEY}.npz", "square8", 3, params=params, snapshots=snaps)
+    d = cache.needs_export(
+        [db], settings.training_dir / f"{KEY}.npz", "square8", 3, params=params, snapshots=snaps
+    )
     needed, reason = d
     return needed, reason
 
@@ -72,7 +74,9 @@ def usable_ids(db: Path) -> set[str]:
     return {r[0] for r in rows}
 
 
-def test_real_db_exports_exactly_the_usable_games_then_hits_then_misses(real_db: Path, tmp_path: Path) -> None:
+def test_real_db_exports_exactly_the_usable_games_then_hits_then_misses(
+    real_db: Path, tmp_path: Path
+) -> None:
     s = make_settings(tmp_path, real_db)
     first = run_export(s, KEY)
     assert not first.cache_hit and first.games == 5 and first.samples > 0
@@ -184,7 +188,9 @@ def test_wal_checkpoint_keeps_the_cache(tmp_path: Path) -> None:
     assert run_export(s, KEY).cache_hit
 
 
-def test_cli_json_bad_key_and_failure(real_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_json_bad_key_and_failure(
+    real_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     s = make_settings(tmp_path, real_db)
     assert cli_export(s, KEY, False, None, True) == ExportExit.OK
     out = last_json(capsys.readouterr().out)
@@ -196,5 +202,5 @@ def test_cli_json_bad_key_and_failure(real_db: Path, tmp_path: Path, capsys: pyt
     assert cli_export(missing, KEY, False, None, True) == ExportExit.FAILURE
     captured = capsys.readouterr()
     assert "nope.db" in str(last_json(captured.out)["error"]) and "nope.db" in captured.err
-    with pytest.raises(ExportError, match="nope.db"):
+    with pytest.raises(ExportError, match=r"nope\.db"):
         run_export(missing, KEY)

@@ -71,8 +71,12 @@ def child(s: Settings, mode: str, **extra: object) -> subprocess.Popen[str]:
     cfg = {"settings": json.loads(s.model_dump_json()), "mode": mode, "key": KEY, **extra}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, json.dumps(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, cwd=ROOT,
+        [sys.executable, "-c", CHILD, json.dumps(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -100,8 +104,12 @@ def test_killed_mid_write(setup: tuple[Settings, Path, Path, bytes, bytes], mode
     proc = child(s, mode)
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "WRITING", (line, proc.stderr.read() if proc.stderr else "")
+        seen = []
+        for line in proc.stdout:  # log lines first; the child then blocks mid-write
+            seen.append(line)
+            if line.strip() == "WRITING":
+                break
+        assert seen and seen[-1].strip() == "WRITING", seen
         assert any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir())
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -125,12 +133,14 @@ def test_corrupt_source(setup: tuple[Settings, Path, Path, bytes, bytes], where:
         start = len(data) // 4
         data[start:] = bytes((i * 7919) % 251 for i in range(len(data) - start))
     db.write_bytes(bytes(data))
-    with pytest.raises(ExportError, match="games.db"):
+    with pytest.raises(ExportError, match=r"games\.db"):
         run_export(s, KEY, force=True)
     assert_untouched(s, out, npz, cache)
 
 
-def test_not_enough_free_disk_is_refused_before_writing(setup: tuple[Settings, Path, Path, bytes, bytes]) -> None:
+def test_not_enough_free_disk_is_refused_before_writing(
+    setup: tuple[Settings, Path, Path, bytes, bytes],
+) -> None:
     s, db, out, npz, cache = setup
     huge = settings_from_mapping(
         {"data_dir": str(s.data_dir), "game_dbs": [str(db)], "export": {"min_free_bytes": 1 << 60}}

@@ -88,7 +88,9 @@ async def test_games_arrive_run_registers_and_metrics_show_it(tmp_path: Path) ->
             text = await resp.text()
         assert sample_value(text, "ringrift_training_model_count", {"config": "square8_2p"}) == 1
         assert (
-            sample_value(text, "ringrift_training_runs_total", {"config": "square8_2p", "outcome": "succeeded"})
+            sample_value(
+                text, "ringrift_training_runs_total", {"config": "square8_2p", "outcome": "succeeded"}
+            )
             == 1
         )
         assert sample_value(text, "ringrift_lock_backend", {"backend": "file"}) == 1

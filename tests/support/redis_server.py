@@ -40,9 +40,23 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
-            exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(self.workdir), "--daemonize", "no", "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.workdir / f"redis-{self.port}.log"),
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.workdir / f"redis-{self.port}.log"),
         ]
         if self.password:
             args += ["--requirepass", self.password]

@@ -1,0 +1,82 @@
+"""The streaming NPZ writer: format, atomicity, free-disk check, leftovers."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.export.writer import ArraySpec, DiskFull, NpzStreamWriter, remove_stale_parts
+
+SPECS = {
+    "features": ArraySpec(np.dtype(np.uint8), (3, 4, 4)),
+    "values": ArraySpec(np.dtype(np.float32), ()),
+}
+
+
+def write(out: Path, blocks: int, **kw: object) -> NpzStreamWriter:
+    w = NpzStreamWriter(out, SPECS, min_free_bytes=0)
+    w.start(10)
+    for i in range(blocks):
+        w.append(
+            {"features": np.full((i + 1, 3, 4, 4), i, np.uint8), "values": np.full(i + 1, i, np.float32)}
+        )
+    return w
+
+
+def test_roundtrip_stored_members_no_pickle(tmp_path: Path) -> None:
+    out = tmp_path / "x.npz"
+    size, digest = write(out, 4).finish({"board_type": "square8", "num_players": 2, "ratio": 0.5})
+    assert out.stat().st_size == size and len(digest) == 64
+    with np.load(out, allow_pickle=False) as z:
+        assert z["features"].shape == (10, 3, 4, 4) and z["features"].dtype == np.uint8
+        assert z["values"].tolist() == [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]
+        assert str(z["board_type"]) == "square8" and z["board_type"].dtype.kind == "U"
+        assert int(z["num_players"]) == 2 and float(z["ratio"]) == 0.5
+    with zipfile.ZipFile(out) as zf:
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_zero_rows(tmp_path: Path) -> None:
+    out = tmp_path / "x.npz"
+    write(out, 0).finish({})
+    with np.load(out, allow_pickle=False) as z:
+        assert z["features"].shape == (0, 3, 4, 4)
+
+
+def test_failure_leaves_previous_file(tmp_path: Path) -> None:
+    out = tmp_path / "x.npz"
+    write(out, 2).finish({})
+    before = out.read_bytes()
+    w = write(out, 3)
+    with pytest.raises(Exception, match="only int, float and str"):
+        w.finish({"bad": [1, 2]})
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_bad_rows_rejected(tmp_path: Path) -> None:
+    w = write(tmp_path / "x.npz", 0)
+    with pytest.raises(Exception, match="shape"):
+        w.append({"features": np.zeros((1, 2, 4, 4), np.uint8), "values": np.zeros(1, np.float32)})
+    w.abort()
+
+
+def test_free_disk_check(tmp_path: Path) -> None:
+    w = NpzStreamWriter(tmp_path / "x.npz", SPECS, min_free_bytes=1 << 60)
+    with pytest.raises(DiskFull, match="min_free_bytes"):
+        w.start(1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_parts_of_dead_writers_removed(tmp_path: Path) -> None:
+    out = tmp_path / "x.npz"
+    dead = tmp_path / ".x.npz.999999999.abcd.features.part"
+    dead.write_bytes(b"junk")
+    other = tmp_path / ".y.npz.999999999.abcd.features.part"
+    other.write_bytes(b"junk")
+    assert remove_stale_parts(out) == [dead]
+    assert other.exists()
