@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
@@ -136,7 +137,7 @@ def test_three_nodes_train_each_config_exactly_once(tmp_path: Path, redis_server
             for r in all_runs
             if r["config"] == key and r["finished_at"]
         )
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert end <= start, (key, spans)
 
 
