@@ -25,16 +25,43 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from daemon.keys import PLAYER_COUNTS, board_aliases, make_config_key, normalize_board, parse_config_key
+from daemon.keys import PLAYER_COUNTS, board_aliases, make_config_key, parse_config_key
+from daemon.replay import (  # re-exported: callers import the game records from here
+    USABLE_STATUSES,
+    Game,
+    Move,
+    Player,
+    Pos,
+    parse_move,
+    stream_games,
+)
 
-USABLE_STATUSES = frozenset({"completed", "finished"})
+__all__ = [
+    "USABLE_STATUSES",
+    "ConfigSnapshot",
+    "CorruptDatabase",
+    "DatabaseLocked",
+    "DatabaseMissing",
+    "Game",
+    "GameDB",
+    "GameDBError",
+    "Move",
+    "NotADatabase",
+    "Player",
+    "Pos",
+    "SchemaError",
+    "SkipCounts",
+    "SourceSnapshot",
+    "parse_move",
+]
+
 PENDING_STATUSES = frozenset({"active", "in_progress", "paused", "waiting"})
 REQUIRED_GAME_COLUMNS = ("game_id", "board_type", "num_players", "game_status", "winner")
 REQUIRED_MOVE_COLUMNS = ("game_id", "move_number", "player", "move_json")
@@ -45,8 +72,6 @@ _CHUNK = 1000
 # every ceil(old / _PENDING_SLICE) refreshes.
 _PENDING_RECENT = 500
 _PENDING_SLICE = 1000
-
-Pos = tuple[int, int, int | None]
 
 
 class GameDBError(Exception):
@@ -119,75 +144,6 @@ class SourceSnapshot:
     configs: dict[str, ConfigSnapshot]
     orphans: tuple[str, ...]
     error_kind: str | None = None
-
-
-@dataclass(frozen=True)
-class Player:
-    seat: int
-    player_type: str | None
-    ai_type: str | None
-    profile_id: str | None
-    eliminated_rings: int | None
-    territory_spaces: int | None
-
-
-@dataclass(frozen=True)
-class Move:
-    move_number: int
-    player: int
-    phase: str | None
-    move_type: str | None
-    from_pos: Pos | None
-    to_pos: Pos | None
-    capture_target: Pos | None
-    # False when the move JSON could not be parsed; positions are then None.
-    valid: bool = True
-
-
-@dataclass(frozen=True)
-class Game:
-    game_id: str
-    rowid: int
-    board_type: str
-    num_players: int
-    status: str
-    winner: int | None
-    source: str | None
-    created_at: str | None
-    metadata: dict[str, Any]
-    players: list[Player]
-    moves: list[Move]
-    ranking: list[int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _pos(v: Any) -> Pos | None:
-    if not isinstance(v, dict):
-        return None
-    x, y, z = v.get("x"), v.get("y"), v.get("z")
-    if type(x) is not int or type(y) is not int or (z is not None and type(z) is not int):
-        return None
-    return x, y, z
-
-
-def parse_move(move_number: int, player: int, phase: str | None, mtype: str | None, raw: str | bytes) -> Move:
-    """Parse one ``move_json``; malformed JSON gives a ``valid=False`` move, never an exception."""
-    try:
-        d = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
-        return Move(move_number, player, phase, mtype, None, None, None, valid=False)
-    if not isinstance(d, dict):
-        return Move(move_number, player, phase, mtype, None, None, None, valid=False)
-    t = d.get("type")
-    return Move(
-        move_number,
-        player,
-        phase,
-        mtype or (t if isinstance(t, str) else None),
-        _pos(d.get("from")),
-        _pos(d.get("to")),
-        _pos(d.get("captureTarget")),
-    )
 
 
 _KEY_CACHE: dict[tuple[str, int], str | None] = {}
@@ -594,118 +550,8 @@ class GameDB:
         except sqlite3.Error as e:
             raise _translate(self.path, e) from None
         try:
-            yield from self._iter(conn, aliases, n, upto_rowid, newest_first, limit)
+            yield from stream_games(conn, aliases, n, upto_rowid, newest_first, limit)
         except sqlite3.Error as e:
             raise _translate(self.path, e) from None
         finally:
             conn.close()
-
-    def _iter(
-        self,
-        conn: sqlite3.Connection,
-        aliases: tuple[str, ...],
-        n: int,
-        upto: int | None,
-        newest: bool,
-        limit: int | None,
-    ) -> Iterator[Game]:
-        gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
-        mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        opt = [
-            c
-            for c in (
-                "source",
-                "created_at",
-                "metadata_json",
-                "opponent_model_id",
-                "opponent_type",
-                "quality_score",
-                "engine_mode",
-            )
-            if c in gcols
-        ]
-        sel = ", ".join(["rowid", "game_id", "board_type", "num_players", "game_status", "winner", *opt])
-        marks = ",".join("?" * len(aliases))
-        statuses = ",".join(f"'{s}'" for s in sorted(USABLE_STATUSES))
-        sql = (
-            f"SELECT {sel} FROM games WHERE board_type IN ({marks}) AND num_players = ?"
-            f" AND lower(game_status) IN ({statuses}) AND winner IS NOT NULL AND rowid <= ?"
-            f" ORDER BY rowid {'DESC' if newest else 'ASC'}"
-        )
-        params: list[Any] = [*aliases, n, upto if upto is not None else 2**62]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        phase_col = "phase" if "phase" in mcols else "NULL"
-        type_col = "move_type" if "move_type" in mcols else "NULL"
-        move_sql = (
-            f"SELECT move_number, player, {phase_col}, {type_col}, move_json FROM game_moves"
-            " WHERE game_id = ? ORDER BY move_number"
-        )
-        has_players = "game_players" in tables
-        games = conn.execute(sql, params)
-        inner = conn.cursor()
-        while rows := games.fetchmany(64):
-            for row in rows:
-                rec = dict(
-                    zip(
-                        ["rowid", "game_id", "board_type", "num_players", "status", "winner", *opt],
-                        row,
-                        strict=True,
-                    )
-                )
-                gid = rec["game_id"]
-                moves = [parse_move(m[0], m[1], m[2], m[3], m[4]) for m in inner.execute(move_sql, (gid,))]
-                players = self._players(inner, gid) if has_players else []
-                yield Game(
-                    game_id=str(gid),
-                    rowid=rec["rowid"],
-                    board_type=normalize_board(rec["board_type"]),
-                    num_players=int(rec["num_players"]),
-                    status=str(rec["status"]),
-                    winner=int(rec["winner"]),
-                    source=rec.get("source"),
-                    created_at=rec.get("created_at"),
-                    metadata=_json_dict(rec.get("metadata_json")),
-                    players=players,
-                    moves=moves,
-                    ranking=_ranking(int(rec["winner"]), players, int(rec["num_players"])),
-                    extra={
-                        k: rec[k]
-                        for k in ("opponent_model_id", "opponent_type", "quality_score", "engine_mode")
-                        if k in rec
-                    },
-                )
-        inner.close()
-
-    @staticmethod
-    def _players(cur: sqlite3.Cursor, game_id: str) -> list[Player]:
-        rows = cur.execute(
-            "SELECT player_number, player_type, ai_type, ai_profile_id, final_eliminated_rings,"
-            " final_territory_spaces FROM game_players WHERE game_id = ? ORDER BY player_number",
-            (game_id,),
-        ).fetchall()
-        return [Player(*r) for r in rows]
-
-
-def _json_dict(raw: Any) -> dict[str, Any]:
-    if not raw:
-        return {}
-    try:
-        v = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
-        return {}
-    return v if isinstance(v, dict) else {}
-
-
-def _ranking(winner: int, players: list[Player], n: int) -> list[int] | None:
-    """Seats best -> worst: the winner first, then by territory, then eliminated rings."""
-    seats = [p.seat for p in players if 1 <= p.seat <= n]
-    if sorted(seats) != list(range(1, n + 1)) or winner not in seats:
-        return None
-    rest = sorted(
-        (p for p in players if p.seat != winner),
-        key=lambda p: (-(p.territory_spaces or 0), -(p.eliminated_rings or 0), p.seat),
-    )
-    return [winner, *(p.seat for p in rest)]
