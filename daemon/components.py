@@ -22,6 +22,7 @@ from daemon.cluster import ClusterRun, ClusterState
 from daemon.decide.curriculum import CurriculumFeedback
 from daemon.decide.health import TrainingHealthMonitor
 from daemon.decide.triggers import TrainingTriggers
+from daemon.gamedb import GameDBError
 from daemon.journal import RunJournal
 from daemon.keys import parse_config_key
 from daemon.locks import DistributedLock, select_backend
@@ -211,6 +212,40 @@ class Components:
 
     def publish_run(self, key: str, state: str, usable_games: int | None, model_id: str | None) -> None:
         self.cluster.publish(key, ClusterRun(datetime.now(UTC), state, usable_games, model_id, self.node))
+
+    def collect_evaluation_games(
+        self, watermarks: dict[tuple[str, str], int]
+    ) -> list[tuple[str, str, list[Any]]]:
+        """New evaluation games per config (blocking: run in a thread). Advances ``watermarks``."""
+        out: list[tuple[str, str, list[Any]]] = []
+        sources = tuple(self.settings.curriculum.evaluation_sources)
+        for key in self.settings.configs:
+            model = self.models.get_production(key) or self.models.get_latest(key)
+            if model is None:
+                continue
+            games: list[Any] = []
+            for path in self.sources.paths():
+                db = self.sources.db(path)
+                snap = db.snapshot
+                if snap is None or not snap.ok or key not in snap.configs:
+                    continue
+                mark = (str(path), key)
+                try:
+                    for g in db.iter_games(
+                        key,
+                        min_rowid=watermarks.get(mark, 0),
+                        newest_first=False,
+                        sources=sources,
+                        upto_rowid=snap.configs[key].watermark,
+                    ):
+                        games.append(g)
+                except GameDBError as e:
+                    log.warning("curriculum.ingest_failed", source=str(path), reason=str(e))
+                    continue
+                watermarks[mark] = snap.configs[key].watermark
+            if games:
+                out.append((key, model.model_id, games))
+        return out
 
     def on_trainer_progress(self, key: str, event: dict[str, Any]) -> None:
         if event.get("event") == "epoch":

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.cluster import EMPTY, ClusterView
+from daemon.decide.ingest import ingest_evaluation_games
 from daemon.sources import PollResult
 from daemon.training.pidrecords import reap_orphans
 
@@ -40,6 +41,7 @@ class Evaluator:
         self.poll: PollResult | None = None
         self._last_usable: dict[str, int] = {}
         self.cluster: ClusterView = EMPTY
+        self._eval_marks: dict[tuple[str, str], int] = {}
 
     async def recover(self, now: datetime) -> list[str]:
         """End what a crashed predecessor left: orphan trainer groups, runs still in flight."""
@@ -92,6 +94,15 @@ class Evaluator:
         if remote is not None and (best[0] is None or remote.finished_at > best[0]):
             best = (remote.finished_at, remote.usable_games, remote.model_id)
         return best
+
+    async def ingest(self, now: datetime) -> int:
+        """Feed the curriculum with new evaluation games of each config's current model."""
+        found = await asyncio.to_thread(self.c.collect_evaluation_games, self._eval_marks)
+        n = 0
+        for key, model_id, games in found:
+            report = ingest_evaluation_games(self.c.curriculum, key, games, model_id, now=now)
+            n += report.ingested
+        return n
 
     def _new_games(self, key: str, usable: int) -> int:
         base = self._last(key, True)[1]

@@ -537,6 +537,8 @@ class GameDB:
         upto_rowid: int | None = None,
         newest_first: bool = True,
         limit: int | None = None,
+        min_rowid: int = 0,
+        sources: tuple[str, ...] | None = None,
     ) -> Iterator[Game]:
         """Usable games of ``config_key`` with ``rowid <= upto_rowid``, one at a time.
 
@@ -550,7 +552,7 @@ class GameDB:
         except sqlite3.Error as e:
             raise _translate(self.path, e) from None
         try:
-            yield from stream_games(conn, aliases, n, upto_rowid, newest_first, limit)
+            yield from stream_games(conn, aliases, n, upto_rowid, newest_first, limit, min_rowid, sources)
         except sqlite3.Error as e:
             raise _translate(self.path, e) from None
         finally:

@@ -96,6 +96,8 @@ def stream_games(
     upto: int | None,
     newest: bool,
     limit: int | None,
+    min_rowid: int = 0,
+    sources: tuple[str, ...] | None = None,
 ) -> Iterator[Game]:
     """Usable games of one config from an open read-only connection, one at a time."""
     gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
@@ -119,10 +121,15 @@ def stream_games(
     statuses = ",".join(f"'{s}'" for s in sorted(USABLE_STATUSES))
     sql = (
         f"SELECT {sel} FROM games WHERE board_type IN ({marks}) AND num_players = ?"
-        f" AND lower(game_status) IN ({statuses}) AND winner IS NOT NULL AND rowid <= ?"
-        f" ORDER BY rowid {'DESC' if newest else 'ASC'}"
+        f" AND lower(game_status) IN ({statuses}) AND winner IS NOT NULL AND rowid <= ? AND rowid > ?"
     )
-    params: list[Any] = [*aliases, n, upto if upto is not None else 2**62]
+    params: list[Any] = [*aliases, n, upto if upto is not None else 2**62, min_rowid]
+    if sources is not None:
+        if "source" not in gcols:
+            return
+        sql += f" AND lower(source) IN ({','.join('?' * len(sources))})"
+        params.extend(s.lower() for s in sources)
+    sql += f" ORDER BY rowid {'DESC' if newest else 'ASC'}"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)

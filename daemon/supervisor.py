@@ -121,7 +121,9 @@ class Service:
         t = time.monotonic()
         poll = await asyncio.to_thread(self.c.sources.poll)
         self.c.metrics.poll_duration.observe(time.monotonic() - t)
-        self.evaluator.apply_poll(poll, datetime.now(UTC))
+        now = datetime.now(UTC)
+        self.evaluator.apply_poll(poll, now)
+        await self.evaluator.ingest(now)
 
     async def decide_job(self) -> None:
         await self.decide(datetime.now(UTC))
@@ -167,6 +169,7 @@ class Service:
         """One full pass (poll, health, decide and dispatch) for tests and ``--once``."""
         poll = await asyncio.to_thread(self.c.sources.poll)
         self.evaluator.apply_poll(poll, now)
+        await self.evaluator.ingest(now)
         self.evaluator.evaluate_health(now)
         return await self.decide(now)
 

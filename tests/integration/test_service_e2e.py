@@ -7,6 +7,7 @@ Real SQLite, the real trainer subprocess (torch on CPU), real HTTP.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.components import build_components
-from daemon.selfplay_sim import write_games
+from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
 from daemon.supervisor import Service
 
@@ -101,6 +102,25 @@ async def test_games_arrive_run_registers_and_metrics_show_it(tmp_path: Path) ->
         d = report.decisions["square8_2p"]
         assert d.should_train is False
         assert "new games" in d.reason or "min" in d.reason, d.reason
+
+        # Evaluation games of the current model feed the curriculum (each game once).
+        factory = GameFactory("square8_2p", seed=99, source="gauntlet")
+        conn = connect_writer(db)
+        try:
+            for i in range(8):
+                rows = factory.make("completed")
+                winner = rows["game"]["winner"]
+                seat = winner if i < 2 else (2 if winner == 1 else 1)  # the model won 2 of 8
+                rows["game"]["metadata_json"] = json.dumps({"model_id": "square8_2p-v1", "model_seat": seat})
+                insert_game(conn, rows)
+        finally:
+            conn.close()
+        await service.tick(datetime.now(UTC))
+        await service.tick(datetime.now(UTC))
+        m = service.c.curriculum.get_config_metrics("square8_2p", now=datetime.now(UTC))
+        assert m.games_recent == 8
+        assert m.win_rate == 0.25
+        assert service.c.view.configs["square8_2p"].win_rate == 0.25
 
         async with (
             aiohttp.ClientSession() as session,
