@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ class Components:
         self.lock_backend = "file"
         self.lock_backend_reason = ""
         self.progress: dict[str, dict[str, Any]] = {}
+        self._source_changes: deque[tuple[str, bool, str | None]] = deque()
 
     async def start(self) -> None:
         s = self.settings
@@ -73,7 +75,11 @@ class Components:
         self.health.open()
         self.curriculum.open()
         self.models.open()
-        self.lock_backend, self.lock_backend_reason = await asyncio.to_thread(self._select_backend)
+        self.lock_backend, self.lock_backend_reason, available = await asyncio.to_thread(self._select_backend)
+        if not available:
+            # backend "redis" with Redis down: fail closed; runs are refused with this reason.
+            # Raised here, on the loop thread: the health store's connection belongs to it.
+            self.set_lock_available(False, self.lock_backend_reason)
         r = s.redis
         if self.lock_backend == "redis" and r is not None:
             self.cluster = ClusterState(r.url, r.resolved_password(), r.key_prefix, r.connect_timeout)
@@ -95,23 +101,26 @@ class Components:
             return {"redis_url": None}
         return {"redis_url": r.url, "key_prefix": r.key_prefix, "password": r.resolved_password()}
 
-    def _select_backend(self) -> tuple[str, str]:
+    def _select_backend(self) -> tuple[str, str, bool]:
         r = self.settings.redis
         sel = select_backend(
             self.settings.locks.backend, r.url if r else None, password=r.resolved_password() if r else None
         )
         self.view.redis_up = None if r is None else sel.backend == "redis" and sel.available
-        if not sel.available:
-            # backend "redis" with Redis down: fail closed; runs are refused with this reason.
-            self.health.set_condition(
-                None,
-                "lock_unavailable",
-                active=True,
-                severity="critical",
-                message=sel.reason,
-                now=datetime.now(UTC),
-            )
-        return sel.backend, sel.reason
+        return sel.backend, sel.reason, sel.available
+
+    def set_lock_available(self, available: bool, reason: str) -> None:
+        """Raise (or resolve) the lock_unavailable alert; call on the loop thread."""
+        if self.lock_backend == "redis":
+            self.view.redis_up = available
+        self.health.set_condition(
+            None,
+            "lock_unavailable",
+            active=not available,
+            severity="critical",
+            message=reason,
+            now=datetime.now(UTC),
+        )
 
     def make_lock(self, key: str, on_lost: Callable[..., None]) -> DistributedLock:
         r = self.settings.redis
@@ -256,15 +265,23 @@ class Components:
             }
 
     def _source_changed(self, path: str, ok: bool, error: str | None) -> None:
-        self.health.set_condition(
-            None,
-            "source_unhealthy",
-            active=not ok,
-            severity="warning",
-            message=f"{path}: {error}" if error else f"{path} recovered",
-            now=datetime.now(UTC),
-            subject=path,
-        )
+        # Called from the poll's worker thread: only queue it (the health store's
+        # SQLite connection belongs to the loop thread); apply_source_changes raises it.
+        self._source_changes.append((path, ok, error))
+
+    def apply_source_changes(self, now: datetime) -> None:
+        """Raise/resolve ``source_unhealthy`` for the changes the last polls saw (loop thread)."""
+        while self._source_changes:
+            path, ok, error = self._source_changes.popleft()
+            self.health.set_condition(
+                None,
+                "source_unhealthy",
+                active=not ok,
+                severity="warning",
+                message=f"{path}: {error}" if error else f"{path} recovered",
+                now=now,
+                subject=path,
+            )
 
     def features(self) -> dict[str, Any]:
         return {

@@ -51,6 +51,16 @@ class Evaluator:
             log.warning("recovery.orphan_trainers_ended", pids=killed)
         resolved = []
         for run in c.journal.in_flight(node=c.node):
+            model_id = _registered_by(c, run.config, run.run_id) if run.state == "registering" else None
+            if model_id is not None:
+                # Killed after the registry committed (fenced) but before the journal did: it succeeded.
+                msg = f"registered {model_id} (recovered: the daemon stopped before recording it)"
+                c.journal.update(run.run_id, now=now, state="succeeded", message=msg, model_id=model_id)
+                c.health.record_training_complete(run.config, success=True, now=now, message=msg)
+                c.metrics.runs.labels(run.config, "succeeded").inc()
+                log.warning("run.succeeded", config=run.config, run_id=run.run_id, recovered=True)
+                resolved.append(run.run_id)
+                continue
             msg = f"interrupted: the daemon stopped while the run was {run.state}"
             c.journal.update(run.run_id, now=now, state="interrupted", message=msg)
             c.health.record_training_complete(run.config, success=False, now=now, message=msg)
@@ -61,6 +71,7 @@ class Evaluator:
 
     def apply_poll(self, poll: PollResult, now: datetime) -> None:
         self.poll = poll
+        self.c.apply_source_changes(now)
         view = self.c.view
         view.sources = {
             path: {
@@ -180,6 +191,11 @@ class Evaluator:
             last_ok = self._last(key, True)[0]
             cv.last_success_ts = last_ok.timestamp() if last_ok else None
             cv.alerts = [a for a in view.alerts if a.get("config") == key]
+
+
+def _registered_by(c: Components, key: str, run_id: str) -> str | None:
+    """The model a run registered, if its registration committed."""
+    return next((m.model_id for m in c.models.list_models(config=key) if m.run_id == run_id), None)
 
 
 def _failures(c: Components, key: str) -> int:

@@ -102,8 +102,12 @@ class OptimizedTrainingPipeline:
             acquired = await lock.acquire_async(timeout=0)
         except Exception as e:  # backend unavailable (fail closed)
             log.warning("lock.unavailable", config=key, reason=str(e))
+            self.c.set_lock_available(False, str(e))
+            await _close_lock(lock)
             return f"lock unavailable: {e}"
+        self.c.set_lock_available(True, f"lock backend {lock.backend} reachable again")
         if not acquired:
+            await _close_lock(lock)
             return "lock is held by another run"
         return Lease(lock, lost)
 
@@ -174,10 +178,7 @@ class OptimizedTrainingPipeline:
             self._stop.pop(key, None)
             if not lost.is_set():  # still the holder: tell the other nodes, then release
                 await asyncio.to_thread(c.publish_run, key, result.state, usable_games, result.model_id)
-            try:
-                await lock.release_async()
-            except Exception as e:  # an expired lease cannot be released: the TTL frees it
-                log.warning("lock.release_failed", config=key, reason=str(e))
+            await _close_lock(lock)  # release, and close its Redis connections (one lock object per run)
             log.info(
                 f"run.{result.state}",
                 config=key,
@@ -316,6 +317,13 @@ class OptimizedTrainingPipeline:
         if key in self.active:
             self.active[key]["progress"] = event
         self.c.on_trainer_progress(key, event)
+
+
+async def _close_lock(lock: Any) -> None:
+    try:
+        await lock.aclose()
+    except Exception as e:  # an expired lease cannot be released: the TTL frees it
+        log.warning("lock.release_failed", lock=getattr(lock, "name", None), reason=str(e))
 
 
 def cli_train(settings: Any, config_key: str, *, force: bool, as_json: bool, environ: dict[str, str]) -> int:

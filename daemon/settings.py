@@ -261,7 +261,8 @@ def _reject_yaml_secrets(data: Mapping[str, Any]) -> None:
 
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"]) or "<root>"
+    # repr() for any part that is not a plain printable name, so the message stays on one line.
+    path = ".".join(str(p) if str(p).isprintable() else repr(p) for p in first["loc"]) or "<root>"
     msg = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
     if first["type"] == "extra_forbidden":

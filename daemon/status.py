@@ -40,13 +40,18 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
         decisions = ev.decide(now, running=running)
         ev.publish(now, decisions, running=running)
         r = settings.redis
-        locks = await asyncio.to_thread(
-            list_locks,
-            settings.lock_dir,
-            redis_url=r.url if r else None,
-            key_prefix=r.key_prefix if r else "ringrift:",
-            password=r.resolved_password() if r else None,
-        )
+        locks_error = None
+        try:
+            locks = await asyncio.to_thread(
+                list_locks,
+                settings.lock_dir,
+                redis_url=r.url if r else None,
+                key_prefix=r.key_prefix if r else "ringrift:",
+                password=r.resolved_password() if r else None,
+            )
+        except Exception as e:  # Redis down: the report must still show it (and the file locks)
+            locks_error = f"{type(e).__name__}: {e}"
+            locks = await asyncio.to_thread(list_locks, settings.lock_dir)
         by_config = {str(lk.get("name", "")).split(":", 1)[-1]: lk for lk in locks}
         for run in comps.journal.in_flight():
             cv = comps.view.configs.get(run.config)
@@ -59,6 +64,7 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
                     "fencing_token": run.fencing_token,
                 }
         out = comps.view.as_status()
+        out["locks_error"] = locks_error
         for key, cfg in out["configs"].items():
             cfg["lock"] = by_config.get(key)
         return out

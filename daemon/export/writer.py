@@ -135,6 +135,8 @@ class NpzStreamWriter:
                 n = a.shape[0]
             elif a.shape[0] != n:
                 raise ExportWriteError(f"{self.output}: array {name!r} has {a.shape[0]} rows, expected {n}")
+        if not n:  # e.g. a game whose sampled moves were all malformed
+            return
         for name, spec in self.specs.items():
             a = np.ascontiguousarray(arrays[name], dtype=spec.dtype)
             try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import struct
+import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,8 @@ def _read_headers(path: Path, zf: zipfile.ZipFile) -> dict[str, _Member]:
                 else:
                     shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                 header_len = fh.tell()
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        # numpy parses the header dict with ast: a corrupt header raises SyntaxError/TokenError.
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as exc:
             raise _bad(path, f"member {info.filename!r} is not a valid .npy array ({exc})") from exc
         members[name] = _Member(info, tuple(int(s) for s in shape), bool(fortran), dtype, header_len)
     return members
@@ -213,6 +215,11 @@ def _validate(a: TrainingArrays) -> None:
     planes = a.meta.get("num_planes")
     if isinstance(planes, int) and planes != a.features.shape[1]:
         raise _bad(p, f"num_planes={planes} but features have {a.features.shape[1]} planes")
+    # Small float arrays: one pass is cheap, and a NaN target would train silently to garbage.
+    for name in ("values", "values_mp", "globals"):
+        arr = np.asarray(getattr(a, name))
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise _bad(p, f"array {name!r} contains NaN or inf")
 
 
 def _load_legacy(path: Path) -> TrainingArrays:
