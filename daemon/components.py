@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import redis
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -26,10 +27,13 @@ from daemon.decide.triggers import TrainingTriggers
 from daemon.gamedb import GameDBError
 from daemon.journal import RunJournal
 from daemon.keys import parse_config_key
+from daemon.lock_common import redis_keys
+from daemon.lock_redis import sync_client
 from daemon.locks import DistributedLock, select_backend
 from daemon.metrics import build_registry
 from daemon.notify import child_env
 from daemon.registry import ModelRegistry
+from daemon.registry_model import FencingTokenRejected
 from daemon.settings import Settings
 from daemon.sources import GameSources
 from daemon.training.runner import TrainerArgs, TrainerOutcome, TrainerRunner
@@ -217,7 +221,29 @@ class Components:
             run_id=run_id,
             data_path=Path(export.output),
             source_snapshot=getattr(export, "snapshot", None),
+            fence_check=self.cluster_fence_check if self.lock_backend == "redis" else None,
         )
+
+    def cluster_fence_check(self, config: str, token: int | None) -> None:
+        """Refuse a registration whose token is older than the newest one Redis issued for the lock.
+
+        Per-node registries only know their own tokens; this is the cluster-wide fence. Fails
+        closed: if Redis cannot confirm, the lease cannot be trusted either.
+        """
+        r = self.settings.redis
+        if r is None or token is None:
+            return
+        _, _, fence_key = redis_keys(r.key_prefix, f"training:{config}")
+        client = sync_client(r.url, r.resolved_password(), r.connect_timeout)
+        try:
+            raw = client.get(fence_key)
+        except redis.RedisError as e:
+            raise FencingTokenRejected(config, token, -1) from e
+        finally:
+            client.close()
+        issued = int(raw) if raw is not None else 0
+        if token < issued:
+            raise FencingTokenRejected(config, token, issued)
 
     def publish_run(self, key: str, state: str, usable_games: int | None, model_id: str | None) -> None:
         self.cluster.publish(key, ClusterRun(datetime.now(UTC), state, usable_games, model_id, self.node))

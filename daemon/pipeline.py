@@ -21,6 +21,7 @@ import structlog
 
 from daemon.components import Components
 from daemon.keys import parse_config_key, validate_config_key
+from daemon.registry_model import FencingTokenRejected
 
 log = structlog.get_logger(__name__)
 
@@ -299,18 +300,21 @@ class OptimizedTrainingPipeline:
 
         self._state(key, run_id, "registering", training_seconds=result.training_time)
         self._check(lock, lost, stop, "registration")
-        result.model_id = await asyncio.to_thread(
-            c.register,
-            key,
-            board,
-            n,
-            outcome.checkpoint,
-            export,
-            parent,
-            result.fencing_token,
-            run_id,
-            result.metrics,
-        )
+        try:
+            result.model_id = await asyncio.to_thread(
+                c.register,
+                key,
+                board,
+                n,
+                outcome.checkpoint,
+                export,
+                parent,
+                result.fencing_token,
+                run_id,
+                result.metrics,
+            )
+        except FencingTokenRejected as e:  # a newer holder exists: our lease was lost
+            raise _Interrupted(str(e)) from e
         c.curriculum.record_training(key, now=datetime.now(UTC), model_count=c.model_count(key))
 
     def _progress(self, key: str, event: dict[str, Any]) -> None:

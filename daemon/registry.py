@@ -152,8 +152,14 @@ class ModelRegistry:
         data_hash: str | None = None,
         checkpoint_metadata: Mapping[str, Any] | None = None,
         now: datetime | None = None,
+        fence_check: Callable[[str, int | None], None] | None = None,
     ) -> str:
-        """Store the model file and record a new ``candidate`` version; return e.g. ``square8_2p-v7``."""
+        """Store the model file and record a new ``candidate`` version; return e.g. ``square8_2p-v7``.
+
+        ``fence_check(config, token)`` is called inside the write transaction, just before the
+        commit, and may raise :class:`FencingTokenRejected`: the service passes a cluster-wide check
+        (the newest token Redis issued for the lock), since each node keeps its own registry.
+        """
         config = make_config_key(board_type, num_players)
         board = config.rsplit("_", 1)[0]
         src = Path(model_path)
@@ -193,6 +199,8 @@ class ModelRegistry:
             self._call_hook("copied")
             with self._lock, immediate(conn):
                 self._accept_token(conn, config, fencing_token)
+                if fence_check is not None:
+                    fence_check(config, fencing_token)
                 version = int(
                     conn.execute(
                         "SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE config_key = ?", (config,)

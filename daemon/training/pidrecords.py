@@ -66,6 +66,28 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def pids_of_run(run_id: str) -> list[int]:
+    """Live processes whose environment carries ``RINGRIFT_RUN_ID=<run_id>``.
+
+    torchrun starts its workers in sessions of their own, out of reach of a kill
+    of the trainer's process group; they inherit the run id, so they are found here.
+    """
+    needle = f"RINGRIFT_RUN_ID={run_id}".encode()
+    me = os.getpid()
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:  # gone, or not ours to read
+            continue
+        if needle in env.split(b"\0"):
+            out.append(int(entry.name))
+    return out
+
+
 def _safe(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:120] or "run"
 

@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from daemon.training.exitcodes import ExitCode, exit_name
-from daemon.training.pidrecords import group_alive, reap_orphans, record_path, write_record
+from daemon.training.pidrecords import group_alive, pids_of_run, reap_orphans, record_path, write_record
 
 __all__ = ["TrainerArgs", "TrainerOutcome", "TrainerRunner", "reap_orphans"]
 
@@ -249,7 +249,13 @@ class TrainerRunner:
         if proc.returncode is None or group_alive(pgid):
             log.warning("trainer.killed", run_id=run_id, pgid=pgid)
             _killpg(pgid, signal.SIGKILL)
-        await proc.wait()
+        for pid in pids_of_run(run_id):  # workers that left the group (torchrun's own sessions)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        # Bounded: proc.wait() also waits for the pipes, which an escaped process may hold open.
+        deadline = loop.time() + 10.0
+        while proc.returncode is None and loop.time() < deadline:
+            await asyncio.sleep(_POLL)
 
     async def _kill_stragglers(self, pgid: int) -> None:
         """Processes left in the group after the leader exited (forked helpers) are killed."""
