@@ -26,7 +26,6 @@ from daemon.decide.health import TrainingHealthMonitor
 from daemon.decide.triggers import TrainingTriggers
 from daemon.gamedb import GameDBError
 from daemon.journal import RunJournal
-from daemon.keys import parse_config_key
 from daemon.lock_common import redis_keys
 from daemon.lock_redis import sync_client
 from daemon.locks import DistributedLock, select_backend
@@ -322,7 +321,3 @@ class Components:
 
 def build_components(settings: Settings, environ: dict[str, str]) -> Components:
     return Components(settings, environ)
-
-
-def board_of(key: str) -> str:
-    return parse_config_key(key)[0]

@@ -160,16 +160,22 @@ class Evaluator:
         return out
 
     def evaluate_health(self, now: datetime) -> None:
+        """Raise/resolve alerts (writes the health store), then show the result."""
+        self.c.health.evaluate(now=now)
+        self.show_health(now)
+
+    def show_health(self, now: datetime) -> None:
+        """Copy the health report into the view (read-only: ``status`` uses it too)."""
         c = self.c
-        c.health.evaluate(now=now)
         report = c.health.get_health_status(now=now)
         c.view.health = report.status
         c.view.health_summary = report.summary
-        c.view.alerts = [_alert_dict(a) for a in report.active_alerts]
+        c.view.alerts = [alert_dict(a) for a in report.active_alerts]
 
     def publish(self, now: datetime, decisions: dict[str, Decision] | None, running: set[str]) -> None:
         c = self.c
         view = c.view
+        health = c.health.snapshot(now=now)["configs"]
         for key, cv in view.configs.items():
             if decisions is not None and key in decisions:
                 d = decisions[key]
@@ -187,7 +193,8 @@ class Evaluator:
             cv.production_model = prod.model_id if prod else None
             cv.model_count = self._model_count(key)
             cv.win_rate = c.curriculum.get_config_metrics(key, now=now).win_rate
-            cv.consecutive_failures = _failures(c, key)
+            # The health monitor is the one count of failures since the last success.
+            cv.consecutive_failures = int(health.get(key, {}).get("consecutive_failures", 0))
             last_ok = self._last(key, True)[0]
             cv.last_success_ts = last_ok.timestamp() if last_ok else None
             cv.alerts = [a for a in view.alerts if a.get("config") == key]
@@ -198,17 +205,7 @@ def _registered_by(c: Components, key: str, run_id: str) -> str | None:
     return next((m.model_id for m in c.models.list_models(config=key) if m.run_id == run_id), None)
 
 
-def _failures(c: Components, key: str) -> int:
-    n = 0
-    for r in c.journal.recent(key, limit=50):
-        if r.state == "succeeded":
-            break
-        if r.state in ("failed", "interrupted"):
-            n += 1
-    return n
-
-
-def _alert_dict(a: Any) -> dict[str, Any]:
+def alert_dict(a: Any) -> dict[str, Any]:
     sev = getattr(a, "severity", "")
     since: Any = getattr(a, "since", None)
     return {

@@ -7,7 +7,6 @@ otherwise (``staleness_hours``).
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -189,15 +188,6 @@ class Settings(_Section):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
-
-    def resolve_game_dbs(self) -> list[Path]:
-        """Paths named by ``game_dbs`` (globs expanded, sorted, de-duplicated)."""
-        found: dict[Path, None] = {}
-        for pattern in self.game_dbs:
-            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-            for m in matches:
-                found.setdefault(Path(m).absolute(), None)
-        return list(found)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

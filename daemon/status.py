@@ -30,11 +30,7 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
         ev = Evaluator(comps, OptimizedTrainingPipeline(comps))
         poll = await asyncio.to_thread(comps.sources.poll)
         ev.apply_poll(poll, now)
-        report = comps.health.get_health_status(now=now)
-        comps.view.health, comps.view.health_summary = report.status, report.summary
-        from daemon.decisions import _alert_dict
-
-        comps.view.alerts = [_alert_dict(a) for a in report.active_alerts]
+        ev.show_health(now)
         running = {r.config for r in comps.journal.in_flight()}
         await ev.refresh_cluster()
         decisions = ev.decide(now, running=running)
@@ -127,9 +123,9 @@ def cli_health(settings: Settings, *, as_json: bool) -> int:
     try:
         now = datetime.now(UTC)
         report = monitor.get_health_status(now=now)
-        from daemon.decisions import _alert_dict
+        from daemon.decisions import alert_dict
 
-        alerts = [_alert_dict(a) for a in report.active_alerts]
+        alerts = [alert_dict(a) for a in report.active_alerts]
     finally:
         monitor.close()
     if as_json:

@@ -30,6 +30,7 @@ from daemon.export.writer import ArraySpec, ExportWriteError, NpzStreamWriter
 from daemon.gamedb import Game, GameDB, GameDBError, SourceSnapshot
 from daemon.keys import InvalidConfigKey, geometry, parse_config_key, validate_config_key
 from daemon.settings import Settings
+from daemon.sources import expand
 
 log = structlog.get_logger(__name__)
 
@@ -239,7 +240,7 @@ def run_export(
     """Export ``config_key`` unless the cache says nothing changed. Raises on failure (nothing replaced)."""
     key = validate_config_key(config_key)
     board, n = parse_config_key(key)
-    paths = [Path(p).absolute() for p in (db_paths if db_paths is not None else settings.resolve_game_dbs())]
+    paths = [Path(p).absolute() for p in (db_paths if db_paths is not None else expand(settings.game_dbs))]
     out = Path(output) if output is not None else settings.training_dir / f"{key}.npz"
     t0 = time.monotonic()
     try:

@@ -432,13 +432,13 @@ def assert_registry_matches_journal(settings: Settings) -> None:
 def active_alerts(settings: Settings, now: datetime | None = None) -> list[dict[str, Any]]:
     """Active alerts from the state db (the service must not be running)."""
     from daemon.decide.health import TrainingHealthMonitor
-    from daemon.decisions import _alert_dict
+    from daemon.decisions import alert_dict
 
     monitor = TrainingHealthMonitor.from_settings(settings.state_dir / "decide.db", settings.health)
     monitor.open()
     try:
         report = monitor.get_health_status(now=now or datetime.now(UTC))
-        return [_alert_dict(a) for a in report.active_alerts]
+        return [alert_dict(a) for a in report.active_alerts]
     finally:
         monitor.close()
 

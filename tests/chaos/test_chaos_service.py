@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from daemon.components import build_components
-from daemon.decisions import _alert_dict
+from daemon.decisions import alert_dict
 from daemon.selfplay_sim import write_games
 from daemon.supervisor import Service
 from tests.chaos._helpers import (
@@ -174,4 +174,4 @@ async def test_service_kill9_after_registry_commit_then_restart(tmp_path: Path) 
 
 
 def _alerts(service: Service, now: datetime) -> list[dict[str, Any]]:
-    return [_alert_dict(a) for a in service.c.health.get_health_status(now=now).active_alerts]
+    return [alert_dict(a) for a in service.c.health.get_health_status(now=now).active_alerts]

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from daemon.components import build_components
-from daemon.decisions import _alert_dict
+from daemon.decisions import alert_dict
 from daemon.selfplay_sim import write_games
 from daemon.supervisor import Service
 from daemon.training.pidrecords import record_path
@@ -205,7 +205,7 @@ async def test_trainer_fault_fails_run_and_next_run_works(tmp_path: Path, kind: 
             assert not pid_alive(leader) and not pid_alive(helper), "the hung trainer's group survived"
         if kind == "oom":
             assert killed and not pid_alive(killed[0])
-        alerts = [_alert_dict(a) for a in service.c.health.get_health_status(now=now).active_alerts]
+        alerts = [alert_dict(a) for a in service.c.health.get_health_status(now=now).active_alerts]
         alert = failure_alert(alerts, KEY)
         assert alert is not None and alert["severity"] == "warning", alerts
         assert failure_alert(alerts, OTHER) is None, alerts
@@ -217,7 +217,7 @@ async def test_trainer_fault_fails_run_and_next_run_works(tmp_path: Path, kind: 
         assert report.dispatched == [KEY], {k: d.reason for k, d in report.decisions.items()}
         again = await bounded(service.wait_runs(), RUN_BOUND, "the runs", tmp_path)
         assert again[-1].config_key == KEY and again[-1].success, again[-1].message
-        alerts = [_alert_dict(a) for a in service.c.health.get_health_status().active_alerts]
+        alerts = [alert_dict(a) for a in service.c.health.get_health_status().active_alerts]
         assert failure_alert(alerts, KEY) is None, alerts
     finally:
         kill_test_processes(tmp_path)  # a no-op unless a step got stuck: unblocks the drain
