@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import structlog
 
 from daemon.locks import DistributedLock
+from daemon.logs import configure_logging
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))] * 1e6
+
+
+def _production_logging() -> None:
+    """The service's own logging set-up (JSON at INFO), written to /dev/null."""
+    configure_logging("INFO", json=True, stream=open(os.devnull, "w"))  # noqa: SIM115
 
 
 def _bare(url: str, key: str, n: int) -> list[float]:
@@ -65,7 +70,7 @@ def _lock(url: str, name: str, lock_dir: str, n: int) -> list[float]:
 
 
 def _child(kind: str, url: str, idx: int, lock_dir: str, n: int, q: Any) -> None:
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")))  # noqa: SIM115
+    _production_logging()
     name = f"bench:c{idx}"
     q.put(_bare(url, name, n) if kind == "bare" else _lock(url, name, lock_dir, n))
 
@@ -135,13 +140,12 @@ def main() -> None:
     ap.add_argument("--ttl", type=float, default=1.0)
     ap.add_argument("--failovers", type=int, default=3)
     args = ap.parse_args()
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis")
         server.start()
         try:
             url, lock_dir = server.url, str(Path(tmp) / "locks")
-            structlog.configure(logger_factory=structlog.PrintLoggerFactory(open(os.devnull, "w")))  # noqa: SIM115
+            _production_logging()
             _bare(url, "bench:warm", 200)
             _lock(url, "bench:warm", lock_dir, 200)
             bare1, lock1 = _bare(url, "bench:s", args.n), _lock(url, "bench:s", lock_dir, args.n)

@@ -31,11 +31,20 @@ class FenceCeiling:
         self.path = path
         self.reserve = reserve
         self._guard = path.with_name(path.name + ".guard")
+        # A lower bound of the stored value (the file only ever grows), so the
+        # common "token is below the ceiling" case needs no file I/O at all.
+        self._known = 0
+
+    @property
+    def known(self) -> int:
+        """The last value read or written here: <= the stored ceiling, maybe stale-low."""
+        return self._known
 
     def read(self) -> int:
         """The stored ceiling (0 when the file does not exist yet)."""
         try:
-            text = self.path.read_text()
+            with open(self.path, "rb") as f:
+                text = f.read(64).decode("ascii", "replace")
         except FileNotFoundError:
             return 0
         except OSError as e:
@@ -46,10 +55,13 @@ class FenceCeiling:
             raise FenceStateError(self.path, f"not an integer ceiling: {text[:40]!r}") from None
         if value < 0:
             raise FenceStateError(self.path, f"negative ceiling {value}")
+        self._known = max(self._known, value)
         return value
 
     def ensure_above(self, token: int) -> int:
         """Make the stored ceiling > ``token`` (durably); return the ceiling."""
+        if token < self._known:
+            return self._known
         current = self.read()
         if token < current:
             return current
@@ -59,6 +71,7 @@ class FenceCeiling:
                 return current
             new = token + self.reserve
             self._write(new)
+            self._known = new
             return new
 
     @contextlib.contextmanager

@@ -128,7 +128,6 @@ class LeaseHandle:
     on_lost: LostCallback | None = None
     mutex: threading.Lock = field(default_factory=threading.Lock)
     lost_event: threading.Event = field(default_factory=threading.Event)
-    stop_event: threading.Event = field(default_factory=threading.Event)
     async_lost: asyncio.Event | None = None
     loop: asyncio.AbstractEventLoop | None = None
     released: bool = False
@@ -159,7 +158,6 @@ class LeaseHandle:
     def mark_released(self) -> None:
         with self.mutex:
             self.released = True
-        self.stop_event.set()
 
     def _fire(self, reason: str) -> None:
         log.warning("lock.lost", lock=self.name, reason=reason)

@@ -10,6 +10,9 @@ the acquire script itself so the lease and its token are one atomic step:
 * A missing counter means first use *or Redis restarted empty*; then the
   node-local durable ceiling (:mod:`daemon.fencing`, >= every token issued on
   this node) restarts the sequence above everything this node ever issued.
+  The client sends its cached ceiling; only when the counter is missing does
+  the script refuse a cached value (``-1``, nothing written) so the client
+  re-reads the file and retries: no file read on the hot path.
 * ``hard_floor`` is the optional ``fence_floor()`` hook (the registry's highest
   accepted token): never issue a token the resource would already reject.
 * ``TIME`` in ms (``fence_clock=True``, the default) keeps tokens rising across
@@ -49,6 +52,7 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 RENEW_ERRORS: tuple[type[Exception], ...] = (TimeoutError, redis.RedisError, OSError)
 
 ACQUIRE_LUA = """
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 local fence
 if redis.call('EXISTS', KEYS[3]) == 1 then
@@ -150,16 +154,24 @@ class RedisLeaseOps:
         self.fence_floor = fence_floor
         self.fence_clock = fence_clock
 
-    def _acquire_args(self, owner: str, info: dict[str, Any]) -> list[Any]:
+    def _acquire_args(self, owner: str, info: dict[str, Any], fresh: bool) -> list[Any]:
         hard = int(self.fence_floor()) if self.fence_floor is not None else 0
         return [
             owner,
             self.ttl_ms,
-            self.ceiling.read(),
+            self.ceiling.read() if fresh else self.ceiling.known,
             max(0, hard),
             int(self.fence_clock),
             orjson.dumps(info),
+            "0" if fresh else "1",
         ]
+
+    def _token(self, raw: Any) -> int | None:
+        if raw is None:
+            return None
+        token = int(raw)
+        self.ceiling.ensure_above(token)
+        return token
 
     @property
     def _keys(self) -> list[str]:
@@ -171,12 +183,10 @@ class RedisLeaseOps:
 
     # -- sync ---------------------------------------------------------------
     def try_acquire(self, client: redis.Redis, owner: str, info: dict[str, Any]) -> int | None:
-        raw = _run(client, ACQUIRE_LUA, 3, *self._keys, *self._acquire_args(owner, info))
-        if raw is None:
-            return None
-        token = int(raw)
-        self.ceiling.ensure_above(token)
-        return token
+        raw = _run(client, ACQUIRE_LUA, 3, *self._keys, *self._acquire_args(owner, info, False))
+        if raw == -1:  # counter missing: the cached ceiling is not good enough
+            raw = _run(client, ACQUIRE_LUA, 3, *self._keys, *self._acquire_args(owner, info, True))
+        return self._token(raw)
 
     def renew(self, client: redis.Redis, owner: str) -> bool:
         return bool(_run(client, RENEW_LUA, 2, self.lease_key, self.info_key, owner, self.ttl_ms))
@@ -186,13 +196,11 @@ class RedisLeaseOps:
 
     # -- async --------------------------------------------------------------
     async def try_acquire_async(self, client: aredis.Redis, owner: str, info: dict[str, Any]) -> int | None:
-        args = self._acquire_args(owner, info)
-        raw = await _run_async(client, ACQUIRE_LUA, 3, *self._keys, *args)
-        if raw is None:
-            return None
-        token = int(raw)
-        self.ceiling.ensure_above(token)
-        return token
+        raw = await _run_async(client, ACQUIRE_LUA, 3, *self._keys, *self._acquire_args(owner, info, False))
+        if raw == -1:
+            args = self._acquire_args(owner, info, True)
+            raw = await _run_async(client, ACQUIRE_LUA, 3, *self._keys, *args)
+        return self._token(raw)
 
     async def renew_async(self, client: aredis.Redis, owner: str) -> bool:
         r = await _run_async(client, RENEW_LUA, 2, self.lease_key, self.info_key, owner, self.ttl_ms)
@@ -203,45 +211,44 @@ class RedisLeaseOps:
         return bool(r)
 
 
-def renew_until_done(ops: RedisLeaseOps, client: redis.Redis, owner: str, handle: LeaseHandle) -> None:
-    """Renew one lease every ttl/3 (blocking) until it is released or lost."""
-    while True:
-        now = time.monotonic()
-        if handle.apply(LeaseState.on_tick, now) or handle.state.lost:
-            return
-        wait = handle.state.next_action_at(now) - now
-        if handle.stop_event.wait(max(0.0, wait)):
-            return
-        sent = time.monotonic()
-        if handle.apply(LeaseState.on_tick, sent) or handle.state.lost:
-            return
-        try:
-            ok = ops.renew(client, owner)
-        except REDIS_ERRORS as e:
-            log.warning("lock.renew_failed", lock=ops.name, error=str(e))
-            handle.apply(LeaseState.on_renew_error, time.monotonic())
-            continue
-        except Exception:  # never die silently: the holder would keep believing
-            log.exception("lock.renew_crashed", lock=ops.name)
-            handle.lose("renewer crashed")
-            return
-        if ok:
-            handle.apply(LeaseState.on_renew_ok, sent)
-        else:
-            handle.apply(LeaseState.on_renew_rejected, time.monotonic())
+def renew_step(ops: RedisLeaseOps, client: redis.Redis, owner: str, handle: LeaseHandle) -> None:
+    """Act on one lease if it is due: declare the loss by the clock, or renew (blocking)."""
+    sent = time.monotonic()
+    if handle.apply(LeaseState.on_tick, sent) or handle.state.lost or handle.released:
+        return
+    if sent < handle.state.next_action_at(sent):
+        return
+    try:
+        ok = ops.renew(client, owner)
+    except REDIS_ERRORS as e:
+        log.warning("lock.renew_failed", lock=ops.name, error=str(e))
+        handle.apply(LeaseState.on_renew_error, time.monotonic())
+        return
+    except Exception:  # never die silently: the holder would keep believing
+        log.exception("lock.renew_crashed", lock=ops.name)
+        handle.lose("renewer crashed")
+        return
+    if ok:
+        handle.apply(LeaseState.on_renew_ok, sent)
+    else:
+        handle.apply(LeaseState.on_renew_rejected, time.monotonic())
 
 
 class RenewerThread:
     """One daemon thread per lock object, serving one lease at a time.
 
-    Starting a thread per acquisition cost more than the Redis round trips;
-    the per-acquisition state (owner token, :class:`LeaseHandle`) is still
-    fresh for every lease, so nothing leaks from one holder to the next.
+    Starting a thread per acquisition cost more than the Redis round trips, and
+    so did waking it: ``serve``/``done`` only swap the job, and the thread finds
+    it on its own, never sleeping longer than ``poll`` (< ttl/3, the first
+    renewal). A lock held for less than that never wakes the thread at all.
+    The per-acquisition state (owner token, :class:`LeaseHandle`) is fresh for
+    every lease, so nothing leaks from one holder to the next.
     """
 
-    def __init__(self, ops: RedisLeaseOps, client: redis.Redis) -> None:
+    def __init__(self, ops: RedisLeaseOps, client: redis.Redis, poll: float) -> None:
         self._ops = ops
         self._client = client
+        self._poll = poll
         self._cv = threading.Condition()
         self._job: tuple[str, LeaseHandle] | None = None
         self._closed = False
@@ -250,7 +257,6 @@ class RenewerThread:
     def serve(self, owner: str, handle: LeaseHandle) -> None:
         with self._cv:
             self._job = (owner, handle)
-            self._cv.notify()
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name=f"lock-renew:{self._ops.name}", daemon=True
@@ -261,7 +267,6 @@ class RenewerThread:
         with self._cv:
             if self._job is not None and self._job[1] is handle:
                 self._job = None
-            self._cv.notify()
 
     def close(self, timeout: float) -> None:
         with self._cv:
@@ -273,16 +278,18 @@ class RenewerThread:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while self._job is None and not self._closed:
-                    self._cv.wait()
                 if self._closed:
                     return
-                assert self._job is not None
-                owner, handle = self._job
-            renew_until_done(self._ops, self._client, owner, handle)
-            with self._cv:  # lost but not yet released: wait for the next job
-                while self._job is not None and self._job[1] is handle and not self._closed:
-                    self._cv.wait()
+                job = self._job
+            wait = self._poll
+            if job is not None:
+                owner, handle = job
+                renew_step(self._ops, self._client, owner, handle)
+                now = time.monotonic()
+                wait = min(wait, max(0.0, handle.state.next_action_at(now) - now))
+            with self._cv:
+                if not self._closed:
+                    self._cv.wait(wait)
 
 
 async def renew_task(ops: RedisLeaseOps, client: aredis.Redis, owner: str, handle: LeaseHandle) -> None:

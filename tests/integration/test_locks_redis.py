@@ -132,6 +132,24 @@ def test_holder_kill9_other_acquires_within_ttl(redis_server: RedisServer, tmp_p
         reap(holder)
 
 
+def test_reused_sync_lock_keeps_renewing_a_long_hold(redis_server: RedisServer, tmp_path: Path) -> None:
+    # The renewer thread is never woken by acquire/release: it must still find
+    # the second lease of a reused object and renew it across several TTLs.
+    kw = {"backend": "redis", "redis_url": redis_server.url, "lock_dir": tmp_path}
+    lock = DistributedLock(NAME, ttl=0.3, **kw)  # type: ignore[arg-type]
+    other = DistributedLock(NAME, ttl=0.3, **kw)  # type: ignore[arg-type]
+    try:
+        assert lock.acquire(timeout=1)
+        lock.release()
+        assert lock.acquire(timeout=1)
+        time.sleep(1.2)  # four TTLs of real renewals
+        assert lock.held and not lock.lost
+        assert not other.acquire(timeout=0)
+    finally:
+        lock.close()
+        other.close()
+
+
 def test_sigstop_holder_loses_lease_and_learns_it(redis_server: RedisServer, tmp_path: Path) -> None:
     holder = spawn("hold", tmp_path / "locks", "--ttl", "1.0", url=redis_server.url)
     try:
@@ -205,6 +223,37 @@ def test_redis_restart_empty_tokens_keep_rising(
     ) as lock:
         assert (lock.fencing_token or 0) > max(issued)
     assert issued == sorted(set(issued))
+
+
+def test_restart_empty_rereads_a_ceiling_another_process_raised(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A caches the node's ceiling (11); B then issues tokens up to 15 and raises it
+    # to 21. After an empty restart A must not trust its stale cache: the script
+    # refuses it and A re-reads the file, so its token is above all of B's.
+    def make() -> DistributedLock:
+        return DistributedLock(
+            NAME, ttl=2.0, backend="redis", redis_url=redis_server.url, lock_dir=tmp_path,
+            fence_clock=False, fence_reserve=10,
+        )  # fmt: skip
+
+    a, b = make(), make()
+    try:
+        assert a.acquire(timeout=1) and a.fencing_token == 1
+        a.release()
+        issued = []
+        for _ in range(14):
+            assert b.acquire(timeout=1)
+            issued.append(b.fencing_token or 0)
+            b.release()
+        assert issued[-1] == 15
+        redis_server.stop()
+        redis_server.start()
+        assert a.acquire(timeout=1)
+        assert (a.fencing_token or 0) > max(issued)
+    finally:
+        a.close()
+        b.close()
 
 
 def test_fence_floor_hook_is_respected(redis_server: RedisServer, tmp_path: Path) -> None:

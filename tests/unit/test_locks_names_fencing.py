@@ -49,6 +49,16 @@ def test_ceiling_reserves_blocks(tmp_path: Path) -> None:
     assert FenceCeiling(c.path, reserve=10).read() == 21  # durable, visible to other objects
 
 
+def test_ceiling_cache_is_a_lower_bound(tmp_path: Path) -> None:
+    a = FenceCeiling(tmp_path / "x.fence", reserve=10)
+    b = FenceCeiling(a.path, reserve=10)
+    assert a.known == 0 and a.ensure_above(1) == 11 and a.known == 11
+    assert b.ensure_above(11) == 21  # another process raises it
+    assert a.known == 11  # stale-low, never above the file
+    assert a.ensure_above(5) == 11  # below the cached bound: no file I/O needed
+    assert a.ensure_above(11) == 21 and a.known == 21  # at the bound: re-read, already raised
+
+
 def test_corrupt_ceiling_is_a_typed_error(tmp_path: Path) -> None:
     p = tmp_path / "x.fence"
     p.write_text("garbage")
