@@ -194,6 +194,16 @@ def _rows_locks(r: dict[str, Any]) -> list[Row]:
         s = r.get(label) or {}
         rows.append(
             (
+                f"lock acquire+release p50 µs ({label}) vs bare SET NX+DEL",
+                s.get("lock_p50_us"),
+                s.get("bare_p50_us"),
+                s.get("ratio_p50"),
+                "<= 2x bare",
+                _le(s.get("ratio_p50"), 2),
+            )
+        )
+        rows.append(
+            (
                 f"lock acquire+release p99 µs ({label}) vs bare SET NX+DEL",
                 s.get("lock_p99_us"),
                 s.get("bare_p99_us"),
@@ -209,8 +219,8 @@ def _rows_locks(r: dict[str, Any]) -> list[Row]:
             fo.get("max"),
             "1 TTL",
             fo.get("max"),
-            "",
-            None,
+            "<= 1.1x TTL",
+            _le(fo.get("max"), 1.1),
         )
     )
     return rows

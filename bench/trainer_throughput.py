@@ -1,9 +1,12 @@
 """Trainer throughput vs a bare torch loop (same model, batch size, thread count, same run).
 
-``python -m bench.trainer_throughput [--samples N] [--batch-size B] [--threads T] [--repeats R]``
-prints one JSON object. The trainer side is ``Trainer.train_epoch`` reading the
-memory-mapped NPZ (uint8 -> float per batch, clipping, scheduler, NaN/stop checks); the
-bare side feeds pre-built float tensors from memory to forward/loss/backward/step.
+``python -m bench.trainer_throughput [--samples N] [--batch-size B] [--threads T] [--repeats R]
+[--layout packbits|dense]`` prints one JSON object. The trainer side is ``Trainer.train_epoch``
+reading the memory-mapped NPZ (unpack/uint8 -> float per batch, clipping, scheduler,
+NaN/stop checks); the bare side feeds tensors from memory to forward/loss/backward/step.
+For a dense file those are pre-built float tensors; for a packed file (what the export
+writes) the bare side holds the packed bytes and unpacks each batch with the same
+``unpack_bits``, since a model cannot consume the packed layout without that step.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 from daemon.training import ddp
-from daemon.training.data import Batch
+from daemon.training.data import Batch, unpack_bits
 from daemon.training.model import RingNet
 from daemon.training.train import StopFlag, TrainConfig, Trainer, compute_loss
 from tests.support.npz_synth import write_synth_npz
@@ -31,7 +34,9 @@ def _bare(trainer: Trainer, rows: np.ndarray, batch_size: int) -> float:
     model = RingNet(trainer.arch)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.from_numpy(np.asarray(a.features[rows], dtype=np.float32))
+    _, h, w = a.input_shape
+    stored = np.asarray(a.features[rows])
+    x = torch.from_numpy(stored if a.packed else stored.astype(np.float32))
     batch_all = Batch(
         x=x,
         g=torch.from_numpy(np.asarray(a.globals[rows])),
@@ -45,7 +50,7 @@ def _bare(trainer: Trainer, rows: np.ndarray, batch_size: int) -> float:
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
         b = Batch(
-            batch_all.x[sl],
+            unpack_bits(batch_all.x[sl], h, w).float() if a.packed else batch_all.x[sl],
             batch_all.g[sl],
             batch_all.values_mp[sl],
             batch_all.values[sl],
@@ -66,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--layout", choices=["packbits", "dense"], default="packbits")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        data = write_synth_npz(Path(tmp) / "bench.npz", args.samples)
+        data = write_synth_npz(Path(tmp) / "bench.npz", args.samples, layout=args.layout)
         cfg = TrainConfig(
             data=data,
             out=Path(tmp) / "out",
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 "samples": args.samples,
                 "train_samples": len(trainer.split.train),
                 "batch_size": args.batch_size,
+                "layout": args.layout,
                 "threads": args.threads,
                 "architecture": trainer.arch.as_dict(),
                 "trainer_samples_per_second": round(best_t, 1),

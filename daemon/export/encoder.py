@@ -7,8 +7,11 @@ led to it. Deterministic: the same game always gives the same bytes.
 sample when ``i % sample_every == 0``: the input is the history before move
 ``i``, the policy target is move ``i`` itself, the value is the game outcome.
 
-**Planes** (``uint8`` 0/1, ``C = 16 * history_length + 1``, ``H = W = grid``;
-65 for the default history of 4). For each seat slot ``r`` in 0..3 relative to
+**Planes** (0/1, ``C = 16 * history_length + 1``, ``H = W = grid``; 65 for
+the default history of 4), stored bit-packed: ``features_packed`` is ``uint8``
+``(N, C, ceil(H*W/8))`` = ``np.packbits(planes.reshape(N, C, H*W), axis=-1)``
+(cell ``row*W + col`` is bit ``7 - i % 8`` of byte ``i // 8``), 8x fewer bytes
+than one byte per cell, which is what bounded the export's speed. For each seat slot ``r`` in 0..3 relative to
 the player to move (``r = 0`` the mover, then the next seats in turn order;
 slots beyond the player count stay zero) and each ``h`` in
 0..history_length-1 (that seat's ``h``-th most recent move before the
@@ -63,13 +66,18 @@ outside 1..n, coordinates off the board, a movement/capture that is not a
 straight ray: key ``malformed_move``.
 
 Pluggable encoders: ``export.encoder: "package.module:Class"``; the class is
-built as ``Class(history_length=N)`` and must satisfy :class:`Encoder`.
+built as ``Class(history_length=N)`` and must satisfy :class:`Encoder`. A
+plug-in's ``encode_game`` returns dense ``uint8`` planes ``(S, C, H, W)``
+(stored as ``features``, any values 0-255) unless it sets
+``feature_layout = "packbits"``; it may also offer ``encode_games`` (many games
+in one call, rows tagged with ``game_index``), as the built-in one does: one
+numpy pass per block of games instead of one per game.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, runtime_checkable
@@ -106,11 +114,14 @@ class EncoderError(Exception):
     """An encoder that cannot be loaded or that breaks the protocol."""
 
 
+DENSE, PACKBITS = "dense", "packbits"
+
+
 @dataclass
 class EncodedGame:
-    """The samples of one game, one row per sample."""
+    """The samples of one game (or of a block of games), one row per sample."""
 
-    features: npt.NDArray[np.uint8]  # (S, C, H, W)
+    features: npt.NDArray[np.uint8]  # (S, C, H, W) dense, or (S, C, ceil(H*W/8)) packbits
     globals: npt.NDArray[np.float32]  # (S, G)
     values: npt.NDArray[np.float32]  # (S,)
     values_mp: npt.NDArray[np.float32]  # (S, 4)
@@ -118,6 +129,7 @@ class EncodedGame:
     move_numbers: npt.NDArray[np.int32]  # (S,)
     player_to_move: npt.NDArray[np.int8]  # (S,)
     skipped: dict[str, int] = field(default_factory=dict)
+    game_index: npt.NDArray[np.int32] | None = None  # (S,) position in the block; None = one game
 
     @property
     def n(self) -> int:
@@ -145,6 +157,8 @@ class _Board:
     ordinal: npt.NDArray[np.int32]  # flat grid index -> cell ordinal (-1 off board)
     positions: dict[tuple[int, int, int | None], int]  # board position -> flat grid index
     dir_index: dict[tuple[int, int], int]
+    dir_table: npt.NDArray[np.int64]  # [dcol + 1, drow + 1] -> direction index (-1 none)
+    packed_mask: npt.NDArray[np.uint8]  # the cell-mask plane, bit-packed
 
     @property
     def policy_size(self) -> int:
@@ -165,6 +179,9 @@ def board_layout(board: str) -> _Board:
         if z is not None:
             positions[(x, y, None)] = int(flat)
     dirs = HEX_DIRS if geo.is_hex else SQUARE_DIRS
+    table = np.full((3, 3), -1, dtype=np.int64)
+    for i, (dc, dr) in enumerate(dirs):
+        table[dc + 1, dr + 1] = i
     return _Board(
         geo=geo,
         cells=int(mask.sum()),
@@ -173,6 +190,8 @@ def board_layout(board: str) -> _Board:
         ordinal=ordinal,
         positions=positions,
         dir_index={d: i for i, d in enumerate(dirs)},
+        dir_table=table,
+        packed_mask=np.packbits(mask.astype(np.uint8)),
     )
 
 
@@ -190,27 +209,30 @@ def move_group(move_type: str | None) -> int:
     return OTHER
 
 
-def _cell(b: _Board, pos: tuple[int, int, int | None] | None) -> int:
-    """Flat grid index of ``pos``; -1 when absent, -2 when off the board."""
-    if pos is None:
-        return -1
-    flat = b.positions.get(pos)
-    return -2 if flat is None else flat
+@cache
+def _pass_index(move_type: str | None) -> int:
+    t = move_type or ""
+    return PASS_TYPES.index(t) if t in PASS_TYPES else len(PASS_TYPES)
 
 
-def _ray(b: _Board, f: int, t: int) -> int:
-    """Policy offset of the ray from flat cell ``f`` to ``t`` within the ray section, or -1."""
+def _seat(player: object, n: int) -> int:
+    return player if type(player) is int and 1 <= player <= n else 0
+
+
+def _rays(b: _Board, fr: npt.NDArray[np.int64], to: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Policy offsets within the ray section of moves from flat cell ``fr`` to ``to`` (-1: not a ray)."""
     g = b.geo.grid
-    fr, fc = divmod(f, g)
-    tr, tc = divmod(t, g)
-    dr, dc = tr - fr, tc - fc
-    dist = max(abs(dc), abs(dr), abs(dc + dr)) if b.geo.is_hex else max(abs(dc), abs(dr))
-    if dist == 0 or dc % dist or dr % dist:
-        return -1
-    d = b.dir_index.get((dc // dist, dr // dist))
-    if d is None:
-        return -1
-    return (int(b.ordinal[f]) * b.dirs + d) * b.max_dist + dist - 1
+    dr, dc = to // g - fr // g, to % g - fr % g
+    if b.geo.is_hex:
+        dist = np.maximum(np.maximum(np.abs(dc), np.abs(dr)), np.abs(dc + dr))
+    else:
+        dist = np.maximum(np.abs(dc), np.abs(dr))
+    safe = np.maximum(dist, 1)
+    straight = (dist > 0) & (dc % safe == 0) & (dr % safe == 0)
+    ddc, ddr = np.clip(dc // safe, -1, 1), np.clip(dr // safe, -1, 1)
+    d = np.where(straight, b.dir_table[ddc + 1, ddr + 1], -1)
+    off = (b.ordinal[np.maximum(fr, 0)].astype(np.int64) * b.dirs + d) * b.max_dist + dist - 1
+    return np.where(d >= 0, off, -1)
 
 
 class MoveHistoryEncoder:
@@ -219,6 +241,7 @@ class MoveHistoryEncoder:
     name = ENCODER_NAME
     version = ENCODER_VERSION
     num_globals = NUM_GLOBALS
+    feature_layout = PACKBITS
 
     def __init__(self, history_length: int = 4) -> None:
         if history_length < 1:
@@ -230,45 +253,47 @@ class MoveHistoryEncoder:
         return board_layout(normalize_board(board)).policy_size
 
     def _moves(self, b: _Board, moves: list[Move], n: int) -> tuple[npt.NDArray[np.int64], ...]:
-        """Per move: seat, policy index (-1 = malformed / not a sample), 3 paint (plane, cell) pairs."""
+        """Per move: seat (0 = none), policy index (-1 = not a sample), 3 paint (plane, cell) pairs.
+
+        One list pass per field, then numpy: no Python work per move beyond a lookup.
+        """
+        get = b.positions.get
+        valid = np.array([mv.valid for mv in moves], dtype=np.bool_)
+        seat = np.array([_seat(mv.player, n) for mv in moves], dtype=np.int64) * valid
+        grp = np.array([move_group(mv.move_type) for mv in moves], dtype=np.int64)
+        to = np.array([-1 if mv.to_pos is None else get(mv.to_pos, -2) for mv in moves], dtype=np.int64)
+        fr = np.array([-1 if mv.from_pos is None else get(mv.from_pos, -2) for mv in moves], dtype=np.int64)
+        cap = np.array(
+            [-1 if mv.capture_target is None else get(mv.capture_target, -2) for mv in moves], dtype=np.int64
+        )
         m = len(moves)
-        seat = np.zeros(m, dtype=np.int64)
         pol = np.full(m, -1, dtype=np.int64)
         pk = np.full((m, 3), -1, dtype=np.int64)
         pc = np.zeros((m, 3), dtype=np.int64)
+        ordinal = b.ordinal.astype(np.int64)
         ray_base = b.cells
         other_base = b.cells + b.cells * b.dirs * b.max_dist
         pass_base = other_base + b.cells
-        ordinal = b.ordinal
-        for i, mv in enumerate(moves):
-            if not (1 <= mv.player <= n) or not mv.valid:
-                continue
-            seat[i] = mv.player
-            grp = move_group(mv.move_type)
-            if grp == PASS:
-                t = mv.move_type or ""
-                pol[i] = pass_base + (PASS_TYPES.index(t) if t in PASS_TYPES else len(PASS_TYPES))
-                continue
-            to = _cell(b, mv.to_pos)
-            if grp == PLACEMENT:
-                if to >= 0:
-                    pol[i], pk[i, 0], pc[i, 0] = int(ordinal[to]), 0, to
-            elif grp == OTHER:
-                at = to if mv.to_pos is not None else _cell(b, mv.from_pos)
-                if at >= 0:
-                    pol[i], pk[i, 0], pc[i, 0] = other_base + int(ordinal[at]), 2, at
-            else:
-                fr = _cell(b, mv.from_pos)
-                cap = _cell(b, mv.capture_target) if grp == CAPTURE else -1
-                if fr < 0 or to < 0 or cap == -2:
-                    continue
-                off = _ray(b, fr, to)
-                if off < 0:
-                    continue
-                pol[i] = ray_base + off
-                pk[i, 0], pc[i, 0], pk[i, 1], pc[i, 1] = 1, fr, 2, to
-                if cap >= 0:
-                    pk[i, 2], pc[i, 2] = 3, cap
+        live = seat > 0
+        sel = live & (grp == PASS)
+        if sel.any():
+            idx = np.flatnonzero(sel)
+            pol[idx] = pass_base + np.array([_pass_index(moves[i].move_type) for i in idx], dtype=np.int64)
+        sel = live & (grp == PLACEMENT) & (to >= 0)
+        pol[sel], pk[sel, 0], pc[sel, 0] = ordinal[to[sel]], 0, to[sel]
+        at = np.where(to != -1, to, fr)  # positional move: its to-cell, else its from-cell
+        sel = live & (grp == OTHER) & (at >= 0)
+        pol[sel], pk[sel, 0], pc[sel, 0] = other_base + ordinal[at[sel]], 2, at[sel]
+        ray = live & ((grp == MOVEMENT) | (grp == CAPTURE)) & (fr >= 0) & (to >= 0)
+        ray &= ~((grp == CAPTURE) & (cap == -2))
+        if ray.any():
+            off = np.full(m, -1, dtype=np.int64)
+            off[ray] = _rays(b, fr[ray], to[ray])
+            sel = off >= 0
+            pol[sel] = ray_base + off[sel]
+            pk[sel, 0], pc[sel, 0], pk[sel, 1], pc[sel, 1] = 1, fr[sel], 2, to[sel]
+            sel &= (grp == CAPTURE) & (cap >= 0)
+            pk[sel, 2], pc[sel, 2] = 3, cap[sel]
         return seat, pol, pk, pc
 
     def values_for(self, game: Game) -> npt.NDArray[np.float32]:
@@ -285,59 +310,81 @@ class MoveHistoryEncoder:
         return vmp
 
     def encode_game(self, game: Game, sample_every: int = 1) -> EncodedGame:
-        b = board_layout(game.board_type)
-        n, hl, g = game.num_players, self.history_length, b.geo.grid
-        moves = game.moves
+        out = self.encode_games([game], sample_every)
+        out.game_index = None
+        return out
+
+    def encode_games(self, games: Sequence[Game], sample_every: int = 1) -> EncodedGame:
+        """Encode a block of games of one config at once; rows carry ``game_index``."""
+        if not games:
+            raise EncoderError("encode_games needs at least one game")
+        b = board_layout(games[0].board_type)
+        n, hl = games[0].num_players, self.history_length
+        if any(g.num_players != n or board_layout(g.board_type) is not b for g in games):
+            raise EncoderError("encode_games: the games of a block must share board and player count")
+        counts = np.array([len(g.moves) for g in games], dtype=np.int64)
+        moves = [mv for g in games for mv in g.moves]
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        game_of = np.repeat(np.arange(len(games), dtype=np.int64), counts)
+        local = np.arange(len(moves), dtype=np.int64) - starts[game_of]
         seat, pol, pk, pc = self._moves(b, moves, n)
-        positions = np.arange(0, len(moves), sample_every, dtype=np.int64)
+        positions = np.flatnonzero(local % sample_every == 0)
         ok = pol[positions] >= 0
         skipped = {MALFORMED: int((~ok).sum())} if not ok.all() else {}
         pos = positions[ok]
         s = len(pos)
         mover = seat[pos]
+        first = starts[game_of[pos]]  # each sample's game start: history never crosses games
         # hist[q, j, h]: index of seat q+1's h-th most recent move before sample j (-1 = none).
         hist = np.full((n, s, hl), -1, dtype=np.int64)
         own = np.zeros(s, dtype=np.int64)
         for q in range(n):
             idx = np.flatnonzero(seat == q + 1)
-            cnt = np.searchsorted(idx, pos)
-            own[mover == q + 1] = cnt[mover == q + 1]
+            if not len(idx):
+                continue
+            cnt, base = np.searchsorted(idx, pos), np.searchsorted(idx, first)
+            mine = mover == q + 1
+            own[mine] = (cnt - base)[mine]
             for h in range(hl):
                 j = cnt - 1 - h
-                hist[q, :, h] = np.where(j >= 0, idx[np.maximum(j, 0)] if len(idx) else -1, -1)
-        feats = np.zeros((s, self.num_planes, g * g), dtype=np.uint8)
+                hist[q, :, h] = np.where(j >= base, idx[np.maximum(j, 0)], -1)
+        nbytes = (b.geo.grid * b.geo.grid + 7) // 8
+        feats = np.zeros((s, self.num_planes, nbytes), dtype=np.uint8)
         rows = np.arange(s)
         for r in range(min(n, SEAT_SLOTS)):
             seat_of = (mover - 1 + r) % n
             for h in range(hl):
-                m = hist[seat_of, rows, h]  # (s,)
+                m = hist[seat_of, rows, h]
                 have = m >= 0
                 mm = np.where(have, m, 0)
                 k = pk[mm]  # (s, 3)
-                valid = (k >= 0) & have[:, None]
-                sj, e = np.nonzero(valid)
+                sj, e = np.nonzero((k >= 0) & have[:, None])
                 plane = (r * hl + h) * PLANES_PER_MOVE + k[sj, e]
-                feats[sj, plane, pc[mm[sj], e]] = 1
-        feats[:, -1, :] = b.geo.mask.reshape(-1)
+                cell = pc[mm[sj], e]
+                # One move per (sample, plane): never two bits in one byte here.
+                feats[sj, plane, cell >> 3] = (0x80 >> (cell & 7)).astype(np.uint8)
+        feats[:, -1, :] = b.packed_mask
         glob = np.zeros((s, NUM_GLOBALS), dtype=np.float32)
         mpg = b.geo.moves_per_game
-        move_numbers = np.fromiter((moves[int(i)].move_number for i in pos), dtype=np.int32, count=s)
+        move_numbers = np.fromiter((moves[i].move_number for i in pos.tolist()), dtype=np.int32, count=s)
         glob[:, 0] = np.minimum(move_numbers / (2.0 * mpg), 1.0)
         glob[rows, mover] = 1.0  # seats 1..4 -> columns 1..4
         glob[:, 5 + n - 2] = 1.0
-        phase_col = np.fromiter((_phase_index(moves[int(i)].phase) for i in pos), dtype=np.int64, count=s)
-        glob[rows, 8 + phase_col] = 1.0
+        phases = np.fromiter((_phase_index(moves[i].phase) for i in pos.tolist()), dtype=np.int64, count=s)
+        glob[rows, 8 + phases] = 1.0
         glob[:, 16] = np.minimum(own / mpg, 1.0)
-        vmp = self.values_for(game)
+        vmp = np.stack([self.values_for(g) for g in games])
+        gi = game_of[pos]
         return EncodedGame(
-            features=feats.reshape(s, self.num_planes, g, g),
+            features=feats,
             globals=glob,
-            values=vmp[mover - 1] if s else np.zeros(0, dtype=np.float32),
-            values_mp=np.repeat(vmp[None, :], s, axis=0),
+            values=vmp[gi, mover - 1] if s else np.zeros(0, dtype=np.float32),
+            values_mp=vmp[gi],
             policy_index=pol[pos].astype(np.int32),
             move_numbers=move_numbers,
             player_to_move=mover.astype(np.int8),
             skipped=skipped,
+            game_index=gi.astype(np.int32),
         )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import structlog
 
 from daemon.export.cache import ExportCache, sources_record
-from daemon.export.encoder import Encoder, EncoderError, load_encoder
+from daemon.export.encoder import DENSE, PACKBITS, EncodedGame, Encoder, EncoderError, load_encoder
 from daemon.export.tiers import ExportSettings, get_export_settings, take_snapshots
 from daemon.export.writer import ArraySpec, ExportWriteError, NpzStreamWriter
 from daemon.gamedb import Game, GameDB, GameDBError, SourceSnapshot
@@ -34,7 +34,11 @@ from daemon.sources import expand
 
 log = structlog.get_logger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bit-packed planes (features_packed) + feature_layout/height/width
+# Games are encoded in blocks of about this many moves: one numpy pass per block
+# instead of one per game, while a block's arrays stay small (hexagonal: ~20 MB).
+BLOCK_MOVES = 4096
+BLOCK_GAMES = 256
 GAME_FILTER = "status in (completed, finished) and winner is not null; newest first"
 Progress = Callable[[int, int], None]
 
@@ -83,10 +87,21 @@ def game_id_hash(game_id: str) -> int:
     return int.from_bytes(hashlib.sha256(game_id.encode()).digest()[:8], "big", signed=True)
 
 
+def feature_layout(encoder: Encoder) -> str:
+    layout = getattr(encoder, "feature_layout", DENSE)
+    if layout not in (DENSE, PACKBITS):
+        raise ExportError(f"encoder {encoder.name!r}: feature_layout must be {DENSE!r} or {PACKBITS!r}")
+    return str(layout)
+
+
 def array_specs(encoder: Encoder, board: str) -> dict[str, ArraySpec]:
     g = geometry(board).grid
+    if feature_layout(encoder) == PACKBITS:
+        feats = {"features_packed": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, (g * g + 7) // 8))}
+    else:
+        feats = {"features": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, g, g))}
     return {
-        "features": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, g, g)),
+        **feats,
         "globals": ArraySpec(np.dtype(np.float32), (encoder.num_globals,)),
         "values": ArraySpec(np.dtype(np.float32), ()),
         "values_mp": ArraySpec(np.dtype(np.float32), (4,)),
@@ -110,6 +125,7 @@ def export_params(encoder: Encoder, es: ExportSettings, history_length: int, spe
         "filters": GAME_FILTER,
         "num_planes": encoder.num_planes,
         "num_globals": encoder.num_globals,
+        "feature_layout": feature_layout(encoder),
         "policy_size": encoder.policy_size(es.board_type),
     }
 
@@ -145,9 +161,10 @@ def _check_encoded(
 ) -> None:
     where = f"encoder {encoder.name!r} v{encoder.version}, game {gid}"
     f = getattr(enc, "features", None)
-    if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.shape[1:] != specs["features"].row_shape:
+    shape = (specs["features_packed"] if "features_packed" in specs else specs["features"]).row_shape
+    if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.shape[1:] != shape:
         got = (getattr(f, "dtype", None), getattr(f, "shape", None))
-        raise ExportError(f"{where}: features must be uint8 rows of {specs['features'].row_shape}, got {got}")
+        raise ExportError(f"{where}: features must be uint8 rows of {shape}, got {got}")
     p = enc.policy_index
     if len(p) and (int(p.min()) < 0 or int(p.max()) >= policy_size):
         raise ExportError(f"{where}: policy_index outside [0, {policy_size})")
@@ -179,31 +196,51 @@ def _export(
     skipped["beyond_max_games"] = total - target
     # Orphan move sets of the whole sources (their config is only a guess): reported, never exported.
     skipped["orphans_in_sources"] = sum(len(s.orphans) for s in snapshots.values())
+    feature_key = next(iter(specs))
     writer = NpzStreamWriter(output, specs, min_free_bytes=min_free_bytes)
     writer.start(es.estimated_samples)
     games = 0
+    reported = 0
+
+    def write(block: list[Game], enc: EncodedGame) -> None:
+        nonlocal games, reported
+        _check_encoded(encoder, enc, specs, policy_size, block[0].game_id)
+        for name, count in enc.skipped.items():
+            skipped[name] = skipped.get(name, 0) + count
+        hashes = np.array([game_id_hash(g.game_id) for g in block], dtype=np.int64)
+        gi = enc.game_index if enc.game_index is not None else np.zeros(len(enc.policy_index), np.int32)
+        writer.append(
+            {
+                feature_key: enc.features,
+                "globals": enc.globals,
+                "values": enc.values,
+                "values_mp": enc.values_mp,
+                "policy_index": enc.policy_index,
+                "game_ids": hashes[gi],
+                "move_numbers": enc.move_numbers,
+                "player_to_move": enc.player_to_move,
+            }
+        )
+        games += len(block)
+        if progress is not None and (games - reported >= 64 or games == target):
+            reported = games
+            progress(games, target)
+
+    encode_games = getattr(encoder, "encode_games", None)
     try:
+        block: list[Game] = []
+        block_moves = 0
         for game in _games(db_paths, snapshots, key, es.max_games):
-            enc = encoder.encode_game(game, es.sample_every)
-            _check_encoded(encoder, enc, specs, policy_size, game.game_id)
-            for name, count in enc.skipped.items():
-                skipped[name] = skipped.get(name, 0) + count
-            s = len(enc.policy_index)
-            writer.append(
-                {
-                    "features": enc.features,
-                    "globals": enc.globals,
-                    "values": enc.values,
-                    "values_mp": enc.values_mp,
-                    "policy_index": enc.policy_index,
-                    "game_ids": np.full(s, game_id_hash(game.game_id), dtype=np.int64),
-                    "move_numbers": enc.move_numbers,
-                    "player_to_move": enc.player_to_move,
-                }
-            )
-            games += 1
-            if progress is not None and (games % 64 == 0 or games == target):
-                progress(games, target)
+            if encode_games is None:
+                write([game], encoder.encode_game(game, es.sample_every))
+                continue
+            block.append(game)
+            block_moves += len(game.moves)
+            if block_moves >= BLOCK_MOVES or len(block) >= BLOCK_GAMES:
+                write(block, encode_games(block, es.sample_every))
+                block, block_moves = [], 0
+        if block and encode_games is not None:
+            write(block, encode_games(block, es.sample_every))
         meta: dict[str, Any] = {
             "board_type": board,
             "config_key": key,
@@ -214,6 +251,9 @@ def _export(
             "policy_size": policy_size,
             "num_planes": encoder.num_planes,
             "num_globals": encoder.num_globals,
+            "feature_layout": feature_layout(encoder),
+            "feature_height": geometry(board).grid,
+            "feature_width": geometry(board).grid,
             "source_snapshot": json.dumps(sources_record(snapshots, key), sort_keys=True),
             "export_params": json.dumps(params, sort_keys=True),
             "created_at": now.isoformat(),

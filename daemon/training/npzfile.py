@@ -5,6 +5,16 @@ in the zip: the member's local header gives the data offset, the ``.npy`` header
 gives dtype/shape, and ``np.memmap`` maps the rest. Compressed members cannot be
 mapped and are refused with BAD_DATA.
 
+Features come in one of two layouts (``feature_layout`` metadata, format_version 2):
+
+* ``dense``: member ``features`` (N, C, H, W) uint8. Files without ``feature_layout``
+  (format_version 1) are dense.
+* ``packbits``: member ``features_packed`` (N, C, ceil(H*W/8)) uint8, exactly
+  ``np.packbits(dense.reshape(N, C, H*W), axis=-1)``; H and W come from the
+  ``feature_height`` / ``feature_width`` metadata. The memmap stays packed (8x fewer
+  bytes to read); the trainer unpacks per batch on its device (``data.unpack_bits``).
+  Padding bits past H*W are ignored, not checked: checking them would read the file.
+
 Legacy upstream files (object arrays -> pickle) load only with
 ``allow_legacy_pickle=True``; they are small and are converted in memory:
 
@@ -32,14 +42,18 @@ import numpy as np
 from daemon.training.exitcodes import ExitCode, TrainerError
 
 LEGACY_GAME_BLOCK = 64
-_ARRAYS = ("features", "globals", "values", "values_mp", "policy_index", "game_ids", "player_to_move")
+LAYOUT_DENSE, LAYOUT_PACKBITS = "dense", "packbits"
+_ROW_ARRAYS = ("globals", "values", "values_mp", "policy_index", "game_ids", "player_to_move")
+_FEATURE_MEMBER = {LAYOUT_DENSE: "features", LAYOUT_PACKBITS: "features_packed"}
 _LOCAL_HEADER = b"PK\x03\x04"
 
 
 @dataclass
 class TrainingArrays:
     path: Path
-    features: np.ndarray  # (N, C, H, W) uint8 (memmap) or float32 (legacy)
+    # As stored: dense (N, C, H, W) uint8 memmap (float32 for legacy), or packed (N, C, P) uint8 memmap.
+    features: np.ndarray
+    input_shape: tuple[int, int, int]  # (C, H, W) of the dense planes the model sees, either layout
     globals: np.ndarray  # (N, G) float32
     values: np.ndarray  # (N,) mover's perspective
     values_mp: np.ndarray  # (N, 4) per seat
@@ -48,15 +62,15 @@ class TrainingArrays:
     player_to_move: np.ndarray  # (N,) seat 1..4
     meta: dict[str, Any] = field(default_factory=dict)
     legacy: bool = False
+    packed: bool = False  # features are packbits rows: unpack before use
 
     @property
     def n(self) -> int:
         return int(self.features.shape[0])
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        _, c, h, w = self.features.shape
-        return int(c), int(h), int(w)
+    def layout(self) -> str:
+        return LAYOUT_PACKBITS if self.packed else LAYOUT_DENSE
 
     @property
     def num_globals(self) -> int:
@@ -117,14 +131,20 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
                     "legacy upstream NPZ - pass --allow-legacy-pickle to load it (trusted files only)",
                 )
             return _load_legacy(path)
-        missing = [k for k in _ARRAYS if k not in members]
+        missing = [k for k in _ROW_ARRAYS if k not in members]
+        if not any(k in members for k in _FEATURE_MEMBER.values()):
+            missing.insert(0, "features (or features_packed)")
         if missing:
             raise _bad(path, f"missing arrays: {', '.join(missing)}")
         meta = _read_scalars(path, zf, members)
-    m = {k: _memmap(path, members[k]) for k in _ARRAYS}
+    layout = _layout(path, meta, members)
+    m = {k: _memmap(path, members[k]) for k in (_FEATURE_MEMBER[layout], *_ROW_ARRAYS)}
+    features = m[_FEATURE_MEMBER[layout]]
+    packed = layout == LAYOUT_PACKBITS
     out = TrainingArrays(
         path=path,
-        features=m["features"],
+        features=features,
+        input_shape=_check_features(path, features, packed, meta),
         globals=m["globals"],
         values=m["values"],
         values_mp=m["values_mp"],
@@ -132,9 +152,90 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
         game_ids=m["game_ids"],
         player_to_move=m["player_to_move"],
         meta=meta,
+        packed=packed,
     )
     _validate(out)
     return out
+
+
+def _layout(path: Path, meta: dict[str, Any], members: dict[str, _Member]) -> str:
+    """The file's feature layout; without ``feature_layout`` (format 1) the member present decides."""
+    layout = meta.get("feature_layout")
+    if layout is None:
+        return LAYOUT_DENSE if "features" in members else LAYOUT_PACKBITS
+    if layout not in _FEATURE_MEMBER:
+        raise _bad(path, f"unknown feature_layout {layout!r} (expected 'dense' or 'packbits')")
+    member = _FEATURE_MEMBER[layout]
+    if member not in members:
+        raise _bad(path, f"missing arrays: {member} (feature_layout={layout!r})")
+    return str(layout)
+
+
+def _dim(path: Path, meta: dict[str, Any], key: str) -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise _bad(path, f"metadata {key!r} missing or not a positive integer (got {value!r})")
+    return value
+
+
+def _check_features(
+    path: Path, feats: np.ndarray, packed: bool, meta: dict[str, Any]
+) -> tuple[int, int, int]:
+    """Validate the feature array against its layout and metadata; return the dense (C, H, W)."""
+    if packed:
+        h, w = _dim(path, meta, "feature_height"), _dim(path, meta, "feature_width")
+        if feats.dtype != np.uint8:
+            raise _bad(path, f"features_packed dtype {feats.dtype} not supported (uint8 expected)")
+        if feats.ndim != 3:
+            raise _bad(path, f"features_packed must be (N, C, ceil(H*W/8)), got {feats.shape}")
+        if feats.shape[2] != packed_width(h, w):
+            raise _bad(
+                path,
+                f"features_packed has {feats.shape[2]} bytes per plane, expected "
+                f"ceil({h}*{w}/8) = {packed_width(h, w)} for feature_height={h} feature_width={w}",
+            )
+        c = int(feats.shape[1])
+        if h != w:  # the model (RingNet) is built for a square grid
+            raise _bad(path, f"feature_height={h} != feature_width={w}: only square grids are supported")
+    else:
+        if feats.ndim != 4 or feats.shape[2] != feats.shape[3]:
+            raise _bad(path, f"features must be (N, C, H, H), got {feats.shape}")
+        if feats.dtype not in (np.uint8, np.float32, np.float16):
+            raise _bad(path, f"features dtype {feats.dtype} not supported (uint8 expected)")
+        c, h, w = (int(s) for s in feats.shape[1:])
+        for key, size in (("feature_height", h), ("feature_width", w)):
+            if key in meta and meta[key] != size:
+                raise _bad(path, f"metadata {key}={meta[key]!r} but features are {feats.shape}")
+    planes = meta.get("num_planes")
+    if isinstance(planes, int) and planes != c:
+        raise _bad(path, f"num_planes={planes} but features have {c} planes")
+    return c, h, w
+
+
+def packed_width(height: int, width: int) -> int:
+    """Bytes per packed plane: ceil(H*W/8)."""
+    return -(-(height * width) // 8)
+
+
+def pack_features(dense: np.ndarray) -> np.ndarray:
+    """Dense 0/1 planes (N, C, H, W) -> the ``packbits`` layout (N, C, ceil(H*W/8)) uint8."""
+    if dense.ndim != 4:
+        raise ValueError(f"dense features must be (N, C, H, W), got {dense.shape}")
+    if dense.size and not np.isin(dense, (0, 1)).all():  # packbits would turn 2 into 1 silently
+        raise ValueError("the packbits layout holds 0/1 planes only")
+    n, c, h, w = dense.shape
+    return np.packbits(np.asarray(dense, dtype=np.uint8).reshape(n, c, h * w), axis=-1)
+
+
+def unpack_features(packed: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The ``packbits`` layout (N, C, ceil(H*W/8)) uint8 -> dense 0/1 planes (N, C, H, W) uint8."""
+    if packed.dtype != np.uint8 or packed.ndim != 3:
+        raise ValueError(f"packed features must be uint8 (N, C, P), got {packed.dtype} {packed.shape}")
+    if packed.shape[2] != packed_width(height, width):
+        raise ValueError(f"{packed.shape[2]} bytes per plane, expected {packed_width(height, width)}")
+    n, c, _ = packed.shape
+    dense = np.unpackbits(packed, axis=-1, count=height * width)
+    return dense.reshape(n, c, height, width)
 
 
 def _read_scalars(path: Path, zf: zipfile.ZipFile, members: dict[str, _Member]) -> dict[str, Any]:
@@ -179,11 +280,8 @@ def _memmap(path: Path, m: _Member) -> np.ndarray:
 
 
 def _validate(a: TrainingArrays) -> None:
+    """Row arrays and metadata; the features were checked by ``_check_features``."""
     p = a.path
-    if a.features.ndim != 4 or a.features.shape[2] != a.features.shape[3]:
-        raise _bad(p, f"features must be (N, C, H, H), got {a.features.shape}")
-    if a.features.dtype not in (np.uint8, np.float32, np.float16):
-        raise _bad(p, f"features dtype {a.features.dtype} not supported (uint8 expected)")
     n = a.n
     if n == 0:
         raise _bad(p, "no samples (N == 0)")
@@ -212,9 +310,6 @@ def _validate(a: TrainingArrays) -> None:
     lo, hi = int(a.policy_index.min()), int(a.policy_index.max())
     if lo < -1 or hi >= policy_size:
         raise _bad(p, f"policy_index out of range [0, {policy_size}): min {lo}, max {hi}")
-    planes = a.meta.get("num_planes")
-    if isinstance(planes, int) and planes != a.features.shape[1]:
-        raise _bad(p, f"num_planes={planes} but features have {a.features.shape[1]} planes")
     # Small float arrays: one pass is cheap, and a NaN target would train silently to garbage.
     for name in ("values", "values_mp", "globals"):
         arr = np.asarray(getattr(a, name))
@@ -257,6 +352,7 @@ def _load_legacy(path: Path) -> TrainingArrays:
     out = TrainingArrays(
         path=path,
         features=features,
+        input_shape=_check_features(path, features, False, meta),
         globals=globals_,
         values=values,
         values_mp=values_mp,

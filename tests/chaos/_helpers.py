@@ -381,7 +381,8 @@ def assert_npz_intact(path: Path) -> int:
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     n = len(arrays["policy_index"])
-    for name in ("features", "values", "game_ids"):
+    feats = "features_packed" if "features_packed" in arrays else "features"
+    for name in (feats, "values", "game_ids"):
         assert len(arrays[name]) == n, (path, name)
     return n
 

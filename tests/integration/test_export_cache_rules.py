@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from daemon.export.cache import ExportCache
+from daemon.export.encoder import EncodedGame, MoveHistoryEncoder
 from daemon.export.job import ExportError, ExportExit, cli_export, game_id_hash, run_export
+from daemon.gamedb import Game
 from daemon.selfplay_sim import GameFactory, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
-from daemon.training.npzfile import open_training_file
+from daemon.training.npzfile import open_training_file, unpack_features
 
 KEY = "square8_3p"
 
@@ -84,7 +86,10 @@ def test_real_db_exports_exactly_the_usable_games_then_hits_then_misses(
     with np.load(first.output, allow_pickle=False) as z:
         ids = set(z["game_ids"].tolist())
         assert ids == {game_id_hash(g) for g in usable_ids(real_db)}
-        assert z["features"].dtype == np.uint8 and z["features"].shape[0] == first.samples
+        assert "features" not in z.files and str(z["feature_layout"]) == "packbits"
+        assert z["features_packed"].dtype == np.uint8
+        assert z["features_packed"].shape == (first.samples, 65, 8)  # 65 planes x ceil(64 / 8) bytes
+        assert int(z["format_version"]) == 2
         assert str(z["config_key"]) == KEY and int(z["num_players"]) == 3
         v = z["values_mp"]
         assert set(np.unique(v[:, :3]).tolist()) <= {-1.0, 0.0, 1.0} and np.all(v[:, 3] == 0)
@@ -204,3 +209,27 @@ def test_cli_json_bad_key_and_failure(
     assert "nope.db" in str(last_json(captured.out)["error"]) and "nope.db" in captured.err
     with pytest.raises(ExportError, match=r"nope\.db"):
         run_export(missing, KEY)
+
+
+class DenseCountsEncoder(MoveHistoryEncoder):
+    """A plug-in whose planes are counts, not bits: stored dense, never packed."""
+
+    name = "dense-counts"
+    feature_layout = "dense"
+
+    def encode_game(self, game: Game, sample_every: int = 1) -> EncodedGame:
+        out = MoveHistoryEncoder(self.history_length).encode_game(game, sample_every)
+        out.features = unpack_features(out.features, 8, 8) * np.uint8(3)
+        return out
+
+    encode_games = None  # type: ignore[assignment]  # per game only
+
+
+def test_dense_plugin_encoder_exports_and_trains_dense(real_db: Path, tmp_path: Path) -> None:
+    s = make_settings(tmp_path, real_db, encoder=f"{__name__}:DenseCountsEncoder")
+    r = run_export(s, KEY)
+    with np.load(r.output, allow_pickle=False) as z:
+        assert "features_packed" not in z.files and str(z["feature_layout"]) == "dense"
+        assert z["features"].shape == (r.samples, 65, 8, 8) and int(z["features"].max()) == 3
+    arrays = open_training_file(r.output)
+    assert not arrays.packed and arrays.input_shape == (65, 8, 8)

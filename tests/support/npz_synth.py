@@ -5,6 +5,10 @@ plane 0, the opponent's in plane 1, plane 2 is the board mask, plane 3 random
 noise. Policy target = ``(c + 9) % cells`` (``noise`` share uniformly random);
 value = +1 for the mover when ``c`` is in the top half, else -1. Samples come in
 games of ``game_len`` consecutive rows with real-looking sha256-derived game ids.
+
+``layout="packbits"`` writes the format-2 bit-packed layout (``features_packed`` +
+``feature_layout``/``feature_height``/``feature_width``) of the same planes; the default
+stays the format-1 dense file the older tests expect.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import hashlib
 import json
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+
+from daemon.training.npzfile import pack_features
 
 
 def game_hash(game_id: str) -> int:
@@ -59,10 +66,31 @@ def synth_arrays(
     }
 
 
-def write_synth_npz(path: Path, n: int = 3000, *, grid: int = 8, seed: int = 0, **kw: float) -> Path:
-    """Write ``n`` samples to ``path`` (ZIP_STORED members, like the export)."""
+def write_synth_npz(
+    path: Path,
+    n: int = 3000,
+    *,
+    grid: int = 8,
+    seed: int = 0,
+    layout: Literal["dense", "packbits"] = "dense",
+    format_version: int | None = None,
+    **kw: float,
+) -> Path:
+    """Write ``n`` samples to ``path`` (ZIP_STORED members, like the export).
+
+    ``format_version`` defaults to 1 for dense (no layout metadata) and 2 for packbits;
+    dense with ``format_version=2`` adds ``feature_layout="dense"`` and the grid size.
+    """
     arrays = synth_arrays(n, grid=grid, seed=seed, **kw)  # type: ignore[arg-type]
+    version = format_version if format_version is not None else (2 if layout == "packbits" else 1)
+    if layout == "packbits":
+        arrays["features_packed"] = pack_features(arrays.pop("features"))
     cells = grid * grid
+    layout_meta = {
+        "feature_layout": np.array(layout),
+        "feature_height": np.array(grid),
+        "feature_width": np.array(grid),
+    }
     meta = {
         "board_type": np.array("square8"),
         "config_key": np.array("square8_2p"),
@@ -76,7 +104,8 @@ def write_synth_npz(path: Path, n: int = 3000, *, grid: int = 8, seed: int = 0, 
         "source_snapshot": np.array(json.dumps({"synthetic": True})),
         "export_params": np.array(json.dumps({"seed": seed})),
         "created_at": np.array("2025-01-01T00:00:00+00:00"),
-        "format_version": np.array(1),
+        "format_version": np.array(version),
+        **(layout_meta if version >= 2 else {}),
     }
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, arr in {**arrays, **meta}.items():

@@ -17,7 +17,7 @@ from tests.support.npz_synth import synth_arrays, write_synth_npz
 def test_members_are_memory_mapped_and_equal_numpy_load(tmp_path: Path) -> None:
     path = write_synth_npz(tmp_path / "d.npz", 300)
     a = open_training_file(path)
-    assert isinstance(a.features, np.memmap) and a.features.dtype == np.uint8
+    assert isinstance(a.features, np.memmap) and a.features.dtype == np.uint8 and not a.packed
     assert a.n == 300 and a.input_shape == (4, 8, 8) and a.meta["policy_size"] == 128
     with np.load(path, allow_pickle=False) as ref:
         for name in ("features", "globals", "values_mp", "policy_index", "game_ids"):
