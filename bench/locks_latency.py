@@ -2,7 +2,8 @@
 
 Same run, same loopback redis-server (started here, killed by PID):
 * acquire+release of ``DistributedLock`` vs a bare ``SET NX PX`` + ``DEL``, p50/p99,
-  one client and 8 concurrent client processes (distinct names: load, not contention);
+  one client and 8 concurrent client processes (distinct names: load, not contention),
+  in alternating blocks within each client so both sides see the same load;
 * failover after ``kill -9`` of a holder, as a multiple of the TTL.
 """
 
@@ -28,6 +29,7 @@ from daemon.logs import configure_logging
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = 10  # bare and lock blocks alternate, so machine load hits both alike
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -40,53 +42,65 @@ def _production_logging() -> None:
     configure_logging("INFO", json=True, stream=open(os.devnull, "w"))  # noqa: SIM115
 
 
-def _bare(url: str, key: str, n: int) -> list[float]:
-    client = redis.Redis.from_url(url)
+def _bare(client: redis.Redis, key: str, n: int) -> list[float]:
     out = []
-    try:
-        for _ in range(n):
-            t = time.perf_counter()
-            client.set(key, "x", nx=True, px=60000)
-            client.delete(key)
-            out.append(time.perf_counter() - t)
-    finally:
-        client.close()
+    for _ in range(n):
+        t = time.perf_counter()
+        client.set(key, "x", nx=True, px=60000)
+        client.delete(key)
+        out.append(time.perf_counter() - t)
     return out
 
 
-def _lock(url: str, name: str, lock_dir: str, n: int) -> list[float]:
-    lock = DistributedLock(name, backend="redis", redis_url=url, lock_dir=lock_dir, ttl=30.0)
+def _lock(lock: DistributedLock, n: int) -> list[float]:
     out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        if not lock.acquire(timeout=0):
+            raise RuntimeError("uncontended acquire failed")
+        lock.release()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _interleaved(
+    url: str, name: str, lock_dir: str, n: int, rounds: int = ROUNDS
+) -> tuple[list[float], list[float]]:
+    """``n`` bare cycles and ``n`` lock cycles in alternating blocks, so both see the same load."""
+    client = redis.Redis.from_url(url)
+    lock = DistributedLock(name, backend="redis", redis_url=url, lock_dir=lock_dir, ttl=30.0)
+    bare: list[float] = []
+    locked: list[float] = []
     try:
-        for _ in range(n):
-            t = time.perf_counter()
-            if not lock.acquire(timeout=0):
-                raise RuntimeError("uncontended acquire failed")
-            lock.release()
-            out.append(time.perf_counter() - t)
+        for _ in range(rounds):
+            bare += _bare(client, name + ":bare", max(1, n // rounds))
+            locked += _lock(lock, max(1, n // rounds))
     finally:
         lock.close()
-    return out
+        client.close()
+    return bare, locked
 
 
-def _child(kind: str, url: str, idx: int, lock_dir: str, n: int, q: Any) -> None:
+def _child(url: str, idx: int, lock_dir: str, n: int, q: Any) -> None:
     _production_logging()
-    name = f"bench:c{idx}"
-    q.put(_bare(url, name, n) if kind == "bare" else _lock(url, name, lock_dir, n))
+    q.put(_interleaved(url, f"bench:c{idx}", lock_dir, n))
 
 
-def _concurrent(kind: str, url: str, lock_dir: str, n: int, clients: int) -> list[float]:
+def _concurrent(url: str, lock_dir: str, n: int, clients: int) -> tuple[list[float], list[float]]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(kind, url, i, lock_dir, n, q)) for i in range(clients)]
+    procs = [ctx.Process(target=_child, args=(url, i, lock_dir, n, q)) for i in range(clients)]
     for p in procs:
         p.start()
-    out: list[float] = []
+    bare: list[float] = []
+    locked: list[float] = []
     for _ in procs:
-        out += q.get(timeout=300)
+        b, lk = q.get(timeout=300)
+        bare += b
+        locked += lk
     for p in procs:
         p.join(timeout=30)
-    return out
+    return bare, locked
 
 
 def _failover(url: str, lock_dir: Path, ttl: float) -> float:
@@ -146,11 +160,9 @@ def main() -> None:
         try:
             url, lock_dir = server.url, str(Path(tmp) / "locks")
             _production_logging()
-            _bare(url, "bench:warm", 200)
-            _lock(url, "bench:warm", lock_dir, 200)
-            bare1, lock1 = _bare(url, "bench:s", args.n), _lock(url, "bench:s", lock_dir, args.n)
-            bare8 = _concurrent("bare", url, lock_dir, args.n // 4, args.clients)
-            lock8 = _concurrent("lock", url, lock_dir, args.n // 4, args.clients)
+            _interleaved(url, "bench:warm", lock_dir, 200, rounds=1)
+            bare1, lock1 = _interleaved(url, "bench:s", lock_dir, args.n)
+            bare8, lock8 = _concurrent(url, lock_dir, args.n // 4, args.clients)
             fo = [_failover(url, Path(lock_dir), args.ttl) for _ in range(args.failovers)]
         finally:
             server.stop()
