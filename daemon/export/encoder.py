@@ -85,8 +85,45 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from daemon.export.layout import (
+    CAPTURE,
+    HEX_DIRS,
+    MOVEMENT,
+    OTHER,
+    PASS,
+    PASS_TYPES,
+    PLACEMENT,
+    SQUARE_DIRS,
+    BoardLayout,
+    board_layout,
+    move_group,
+    pass_index,
+    rays,
+    seat_of,
+)
 from daemon.gamedb import Game, Move
-from daemon.keys import BoardGeometry, geometry, normalize_board
+from daemon.keys import normalize_board
+
+# Re-exported: plug-ins and tests import these from here.
+__all__ = [
+    "CAPTURE",
+    "HEX_DIRS",
+    "MOVEMENT",
+    "OTHER",
+    "PASS",
+    "PASS_TYPES",
+    "PLACEMENT",
+    "SQUARE_DIRS",
+    "BoardLayout",
+    "EncodedGame",
+    "Encoder",
+    "EncoderError",
+    "MoveHistoryEncoder",
+    "board_layout",
+    "check_encoder",
+    "load_encoder",
+    "move_group",
+]
 
 ENCODER_NAME = "move_history"
 ENCODER_VERSION = 1
@@ -102,11 +139,7 @@ PHASES = (
     "territory_processing",
     "forced_elimination",
 )
-PASS_TYPES = ("no_placement_action", "no_movement_action", "no_line_action", "no_territory_action")
-SQUARE_DIRS = ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))  # (dcol, drow)
-HEX_DIRS = ((1, 0), (1, -1), (0, -1), (-1, 0), (-1, 1), (0, 1))  # cube (dx, dz) == (dcol, drow)
 
-PLACEMENT, MOVEMENT, CAPTURE, OTHER, PASS = 0, 1, 2, 3, 4
 MALFORMED = "malformed_move"
 
 
@@ -148,93 +181,6 @@ class Encoder(Protocol):
     def encode_game(self, game: Game, sample_every: int) -> EncodedGame: ...
 
 
-@dataclass(frozen=True)
-class _Board:
-    geo: BoardGeometry
-    cells: int
-    dirs: int
-    max_dist: int
-    ordinal: npt.NDArray[np.int32]  # flat grid index -> cell ordinal (-1 off board)
-    positions: dict[tuple[int, int, int | None], int]  # board position -> flat grid index
-    dir_index: dict[tuple[int, int], int]
-    dir_table: npt.NDArray[np.int64]  # [dcol + 1, drow + 1] -> direction index (-1 none)
-    packed_mask: npt.NDArray[np.uint8]  # the cell-mask plane, bit-packed
-
-    @property
-    def policy_size(self) -> int:
-        return 2 * self.cells + self.cells * self.dirs * self.max_dist + len(PASS_TYPES) + 1
-
-
-@cache
-def board_layout(board: str) -> _Board:
-    geo = geometry(board)
-    mask = geo.mask.reshape(-1)
-    ordinal = np.full(mask.shape[0], -1, dtype=np.int32)
-    ordinal[mask] = np.arange(int(mask.sum()), dtype=np.int32)
-    positions: dict[tuple[int, int, int | None], int] = {}
-    for flat in np.flatnonzero(mask):
-        row, col = divmod(int(flat), geo.grid)
-        x, y, z = geo.from_grid(row, col)
-        positions[(x, y, z)] = int(flat)
-        if z is not None:
-            positions[(x, y, None)] = int(flat)
-    dirs = HEX_DIRS if geo.is_hex else SQUARE_DIRS
-    table = np.full((3, 3), -1, dtype=np.int64)
-    for i, (dc, dr) in enumerate(dirs):
-        table[dc + 1, dr + 1] = i
-    return _Board(
-        geo=geo,
-        cells=int(mask.sum()),
-        dirs=len(dirs),
-        max_dist=2 * geo.radius if geo.is_hex else geo.grid - 1,
-        ordinal=ordinal,
-        positions=positions,
-        dir_index={d: i for i, d in enumerate(dirs)},
-        dir_table=table,
-        packed_mask=np.packbits(mask.astype(np.uint8)),
-    )
-
-
-@cache
-def move_group(move_type: str | None) -> int:
-    t = (move_type or "").lower()
-    if t.startswith("no_") or "skip" in t or t == "pass":
-        return PASS
-    if "place" in t:
-        return PLACEMENT
-    if "capture" in t:
-        return CAPTURE
-    if "move" in t:
-        return MOVEMENT
-    return OTHER
-
-
-@cache
-def _pass_index(move_type: str | None) -> int:
-    t = move_type or ""
-    return PASS_TYPES.index(t) if t in PASS_TYPES else len(PASS_TYPES)
-
-
-def _seat(player: object, n: int) -> int:
-    return player if type(player) is int and 1 <= player <= n else 0
-
-
-def _rays(b: _Board, fr: npt.NDArray[np.int64], to: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Policy offsets within the ray section of moves from flat cell ``fr`` to ``to`` (-1: not a ray)."""
-    g = b.geo.grid
-    dr, dc = to // g - fr // g, to % g - fr % g
-    if b.geo.is_hex:
-        dist = np.maximum(np.maximum(np.abs(dc), np.abs(dr)), np.abs(dc + dr))
-    else:
-        dist = np.maximum(np.abs(dc), np.abs(dr))
-    safe = np.maximum(dist, 1)
-    straight = (dist > 0) & (dc % safe == 0) & (dr % safe == 0)
-    ddc, ddr = np.clip(dc // safe, -1, 1), np.clip(dr // safe, -1, 1)
-    d = np.where(straight, b.dir_table[ddc + 1, ddr + 1], -1)
-    off = (b.ordinal[np.maximum(fr, 0)].astype(np.int64) * b.dirs + d) * b.max_dist + dist - 1
-    return np.where(d >= 0, off, -1)
-
-
 class MoveHistoryEncoder:
     """The built-in encoder (see the module docstring for the exact layout)."""
 
@@ -252,14 +198,14 @@ class MoveHistoryEncoder:
     def policy_size(self, board: str) -> int:
         return board_layout(normalize_board(board)).policy_size
 
-    def _moves(self, b: _Board, moves: list[Move], n: int) -> tuple[npt.NDArray[np.int64], ...]:
+    def _moves(self, b: BoardLayout, moves: list[Move], n: int) -> tuple[npt.NDArray[np.int64], ...]:
         """Per move: seat (0 = none), policy index (-1 = not a sample), 3 paint (plane, cell) pairs.
 
         One list pass per field, then numpy: no Python work per move beyond a lookup.
         """
         get = b.positions.get
         valid = np.array([mv.valid for mv in moves], dtype=np.bool_)
-        seat = np.array([_seat(mv.player, n) for mv in moves], dtype=np.int64) * valid
+        seat = np.array([seat_of(mv.player, n) for mv in moves], dtype=np.int64) * valid
         grp = np.array([move_group(mv.move_type) for mv in moves], dtype=np.int64)
         to = np.array([-1 if mv.to_pos is None else get(mv.to_pos, -2) for mv in moves], dtype=np.int64)
         fr = np.array([-1 if mv.from_pos is None else get(mv.from_pos, -2) for mv in moves], dtype=np.int64)
@@ -278,7 +224,7 @@ class MoveHistoryEncoder:
         sel = live & (grp == PASS)
         if sel.any():
             idx = np.flatnonzero(sel)
-            pol[idx] = pass_base + np.array([_pass_index(moves[i].move_type) for i in idx], dtype=np.int64)
+            pol[idx] = pass_base + np.array([pass_index(moves[i].move_type) for i in idx], dtype=np.int64)
         sel = live & (grp == PLACEMENT) & (to >= 0)
         pol[sel], pk[sel, 0], pc[sel, 0] = ordinal[to[sel]], 0, to[sel]
         at = np.where(to != -1, to, fr)  # positional move: its to-cell, else its from-cell
@@ -288,7 +234,7 @@ class MoveHistoryEncoder:
         ray &= ~((grp == CAPTURE) & (cap == -2))
         if ray.any():
             off = np.full(m, -1, dtype=np.int64)
-            off[ray] = _rays(b, fr[ray], to[ray])
+            off[ray] = rays(b, fr[ray], to[ray])
             sel = off >= 0
             pol[sel] = ray_base + off[sel]
             pk[sel, 0], pc[sel, 0], pk[sel, 1], pc[sel, 1] = 1, fr[sel], 2, to[sel]

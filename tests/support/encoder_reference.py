@@ -27,7 +27,7 @@ from daemon.export.encoder import (
     PLANES_PER_MOVE,
     SEAT_SLOTS,
     EncodedGame,
-    _Board,
+    BoardLayout as _Board,
     board_layout,
     move_group,
 )
