@@ -31,7 +31,6 @@ class BoardLayout:
     max_dist: int
     ordinal: npt.NDArray[np.int32]  # flat grid index -> cell ordinal (-1 off board)
     positions: dict[tuple[int, int, int | None], int]  # board position -> flat grid index
-    dir_index: dict[tuple[int, int], int]
     dir_table: npt.NDArray[np.int64]  # [dcol + 1, drow + 1] -> direction index (-1 none)
     packed_mask: npt.NDArray[np.uint8]  # the cell-mask plane, bit-packed
 
@@ -64,7 +63,6 @@ def board_layout(board: str) -> BoardLayout:
         max_dist=2 * geo.radius if geo.is_hex else geo.grid - 1,
         ordinal=ordinal,
         positions=positions,
-        dir_index={d: i for i, d in enumerate(dirs)},
         dir_table=table,
         packed_mask=np.packbits(mask.astype(np.uint8)),
     )

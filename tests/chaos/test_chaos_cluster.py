@@ -22,6 +22,7 @@ import yaml
 from daemon.selfplay_sim import write_games
 from daemon.settings import settings_from_mapping
 from tests.chaos._redis_helpers import assert_no_orphans, chaos_mapping, journal_rows, registry_rows
+from tests.support.procs import stop_all
 from tests.support.redis_server import RedisServer
 
 CONFIGS = ["square8_2p", "square8_3p", "hex8_2p"]
@@ -53,19 +54,6 @@ def _start(tmp: Path, i: int, redis_url: str, db: Path, epochs: int) -> subproce
         )
     finally:
         log.close()
-
-
-def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGCONT)
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _runs(tmp: Path) -> list[dict[str, object]]:
@@ -100,7 +88,7 @@ def test_sigstopped_node_never_registers_from_a_lost_lease(tmp_path: Path, redis
             assert all(p.poll() is None for p in procs), [p.poll() for p in procs]
             time.sleep(0.3)
     finally:
-        _stop_all(procs)
+        stop_all(procs)
     logs = "\n".join((tmp_path / f"node{i}.log").read_text()[-2000:] for i in range(3))
     assert [p.returncode for p in procs] == [0, 0, 0], logs
     assert_no_orphans(tmp_path)

@@ -142,7 +142,14 @@ def test_reused_sync_lock_keeps_renewing_a_long_hold(redis_server: RedisServer, 
         assert lock.acquire(timeout=1)
         lock.release()
         assert lock.acquire(timeout=1)
-        time.sleep(1.2)  # four TTLs of real renewals
+        h = lock._handle
+        assert h is not None
+        first_ok = h.state.last_ok
+        deadline = time.monotonic() + 5
+        # Renewed past the first lease's end (several real renewals), or the deadline.
+        while h.state.last_ok < first_ok + 0.3 and not lock.lost:
+            assert time.monotonic() < deadline, "the reused lock's lease was never renewed"
+            time.sleep(0.01)
         assert lock.held and not lock.lost
         assert not other.acquire(timeout=0)
     finally:

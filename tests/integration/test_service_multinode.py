@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from daemon.selfplay_sim import write_games
+from tests.support.procs import stop_all
 from tests.support.redis_server import RedisServer
 
 CONFIGS = ["square8_2p", "square8_3p", "hex8_2p", "hex8_3p"]
@@ -91,18 +91,6 @@ def runs(tmp: Path, nodes: int) -> list[dict[str, Any]]:
         finally:
             conn.close()
     return out
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def test_three_nodes_train_each_config_exactly_once(tmp_path: Path, redis_server: RedisServer) -> None:

@@ -17,6 +17,7 @@ from daemon.export.encoder import (
     CAPTURE,
     ENCODER_NAME,
     ENCODER_VERSION,
+    HEX_DIRS,
     MALFORMED,
     NUM_GLOBALS,
     OTHER,
@@ -26,6 +27,7 @@ from daemon.export.encoder import (
     PLACEMENT,
     PLANES_PER_MOVE,
     SEAT_SLOTS,
+    SQUARE_DIRS,
     EncodedGame,
     BoardLayout as _Board,
     board_layout,
@@ -51,7 +53,8 @@ def _ray(b: _Board, f: int, t: int) -> int:
     dist = max(abs(dc), abs(dr), abs(dc + dr)) if b.geo.is_hex else max(abs(dc), abs(dr))
     if dist == 0 or dc % dist or dr % dist:
         return -1
-    d = b.dir_index.get((dc // dist, dr // dist))
+    dirs = HEX_DIRS if b.geo.is_hex else SQUARE_DIRS
+    d = {v: i for i, v in enumerate(dirs)}.get((dc // dist, dr // dist))
     if d is None:
         return -1
     return (int(b.ordinal[f]) * b.dirs + d) * b.max_dist + dist - 1

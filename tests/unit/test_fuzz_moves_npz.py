@@ -180,13 +180,14 @@ def test_random_bytes_are_bad_data(tmp_path_factory: pytest.TempPathFactory, blo
     _bad_data(path)
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.parametrize("layout", ["dense", "packbits"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10_000), st.binary(min_size=1, max_size=64))
 def test_corrupted_valid_file_is_bad_data_or_loads(
-    tmp_path_factory: pytest.TempPathFactory, where: int, junk: bytes
+    tmp_path_factory: pytest.TempPathFactory, layout: str, where: int, junk: bytes
 ) -> None:
     tmp = tmp_path_factory.mktemp("cv")
-    good = write_synth_npz(tmp / "g.npz", 64).read_bytes()
+    good = write_synth_npz(tmp / "g.npz", 64, layout=layout).read_bytes()
     path = tmp / "x.npz"
     cut = where % len(good)
     path.write_bytes(good[:cut] + junk + good[cut + len(junk) :])
@@ -197,7 +198,7 @@ def test_corrupted_valid_file_is_bad_data_or_loads(
     except (SyntaxError, TokenError):
         pass  # known gap: a corrupt .npy header dict; see test_corrupt_npy_header_is_bad_data
     else:  # the flipped bytes hit array data only: still well-formed
-        assert arrays.n == 64
+        assert arrays.n == 64 and arrays.packed == (layout == "packbits")
 
 
 @pytest.mark.parametrize(
