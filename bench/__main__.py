@@ -269,6 +269,17 @@ def _rows_export(r: dict[str, Any]) -> list[Row]:
                 else _le(s.get("ratio_export_to_raw_scan"), 4),
             )
         )
+        if s.get("workers"):
+            rows.append(
+                (
+                    f"export {key} with {s['workers']} workers: games/s (vs raw scan)",
+                    s.get("games_per_second_workers"),
+                    "raw SQL scan",
+                    s.get("ratio_export_workers_to_raw_scan"),
+                    "<= 4x raw scan",
+                    _le(s.get("ratio_export_workers_to_raw_scan"), 4),
+                )
+            )
     sizes = _g(r, "rss", "sizes") or []
     if sizes:
         rows.append(

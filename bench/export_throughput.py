@@ -1,13 +1,15 @@
 """Export throughput vs a raw scan of the same move rows, peak RSS at two sizes, cache-hit cost.
 
-``python -m bench.export_throughput [--games 2000] [--hex-games 150] [--rss-sizes 1000,4000]``
-prints one JSON object. Synthetic databases come from ``daemon.selfplay_sim``.
+``python -m bench.export_throughput [--games 2000] [--hex-games 150] [--rss-sizes 1000,4000]
+[--rounds 3] [--workers 2]`` prints one JSON object. Synthetic databases come from ``daemon.selfplay_sim``.
 
 * ``raw_scan``: ``SELECT move_json FROM game_moves`` joined to exactly the games
   the export selects (usable, newest first), fetching every row: the physical
   limit of reading the data;
 * ``export``: ``run_export(force=True)`` in this process (read, parse, encode,
-  stream to disk, assemble the zip, fsync, hash);
+  stream to disk, assemble the zip, fsync, hash), with ``export.workers: 1`` (one
+  core) and with ``--workers`` worker processes; medians of ``--rounds`` rounds that
+  alternate raw scan, serial and parallel export;
 * ``rss``: peak RSS of a child process exporting databases of two sizes
   (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` measured by a wrapper);
 * ``cache_hit``: ``needs_export`` against a warm, incrementally refreshed
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,23 +76,37 @@ def raw_scan(db: Path, key: str, max_games: int | None) -> tuple[float, int]:
     return seconds, rows
 
 
-def settings_for(tmp: Path, db: Path) -> Settings:
+def settings_for(tmp: Path, db: Path, workers: int = 1) -> Settings:
     return settings_from_mapping(
-        {"data_dir": str(tmp / "data"), "game_dbs": [str(db)], "export": {"min_free_bytes": 0}}
+        {
+            "data_dir": str(tmp / "data"),
+            "game_dbs": [str(db)],
+            "export": {"min_free_bytes": 0, "workers": workers},
+        }
     )
 
 
-def throughput(tmp: Path, key: str, games: int) -> dict[str, Any]:
+def throughput(tmp: Path, key: str, games: int, rounds: int, workers: int) -> dict[str, Any]:
     db = tmp / f"{key}.db"
     t = time.perf_counter()
     usable = write_games(db, key, games, seed=1)
     gen = time.perf_counter() - t
     s = settings_for(tmp, db)
-    run_export(s, key, force=True)  # warm the page cache for both measurements
-    raw_s, rows = raw_scan(db, key, None)
-    t = time.perf_counter()
-    r = run_export(s, key, force=True)
-    exp_s = time.perf_counter() - t
+    sp = settings_for(tmp, db, workers)
+    run_export(s, key, force=True)  # warm the page cache (and, below, the worker forkserver)
+    run_export(sp, key, force=True)
+    # Rounds alternate raw scan, serial and parallel export so machine noise hits all three.
+    raws, serial, parallel = [], [], []
+    for _ in range(rounds):
+        raw_s, rows = raw_scan(db, key, None)
+        raws.append(raw_s)
+        t = time.perf_counter()
+        r = run_export(s, key, force=True)
+        serial.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        run_export(sp, key, force=True)
+        parallel.append(time.perf_counter() - t)
+    raw_s, exp_s, par_s = statistics.median(raws), statistics.median(serial), statistics.median(parallel)
     # Cache-hit check: warm GameDB (as the service keeps it) vs a cold run_export hit.
     warm = GameDB(db)
     warm.refresh()
@@ -120,9 +137,14 @@ def throughput(tmp: Path, key: str, games: int) -> dict[str, Any]:
         "samples": r.samples,
         "bytes": r.bytes,
         "move_rows": rows,
+        "rounds": rounds,
         "raw_scan_seconds": round(raw_s, 4),
         "export_seconds": round(exp_s, 4),
         "ratio_export_to_raw_scan": round(exp_s / raw_s, 2),
+        "workers": workers,
+        "export_seconds_workers": round(par_s, 4),
+        "ratio_export_workers_to_raw_scan": round(par_s / raw_s, 2),
+        "games_per_second_workers": round(r.games / par_s, 1),
         "games_per_second": round(r.games / exp_s, 1),
         "samples_per_second": round(r.samples / exp_s, 1),
         "raw_scan_games_per_second": round(r.games / raw_s, 1),
@@ -152,14 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--games", type=int, default=2000)
     p.add_argument("--hex-games", type=int, default=150)
     p.add_argument("--rss-sizes", default="1000,4000")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2, help="export.workers of the parallel runs")
     a = p.parse_args(argv)
     configure_logging("WARNING", json=True)  # stdout carries only the result object
     with tempfile.TemporaryDirectory(prefix="bench_export_") as d:
         tmp = Path(d)
         result: dict[str, Any] = {
             "bench": "export_throughput",
-            "square8_2p": throughput(tmp, "square8_2p", a.games),
-            "hexagonal_2p": throughput(tmp, "hexagonal_2p", a.hex_games),
+            "square8_2p": throughput(tmp, "square8_2p", a.games, a.rounds, a.workers),
+            "hexagonal_2p": throughput(tmp, "hexagonal_2p", a.hex_games, a.rounds, a.workers),
         }
         sizes = [int(x) for x in a.rss_sizes.split(",")]
         runs = [rss(tmp, "square8_2p", n) for n in sizes]
@@ -171,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         sq = result["square8_2p"]
         result["targets"] = {
             "export_le_4x_raw_scan": sq["ratio_export_to_raw_scan"] <= 4.0,
+            "export_workers_le_4x_raw_scan": sq["ratio_export_workers_to_raw_scan"] <= 4.0,
             "square8_ge_1000_games_per_s": sq["games_per_second"] >= 1000,
             "peak_rss_lt_1gb": all(r["peak_rss_mb"] < 1024 for r in runs),
             "cache_hit_warm_lt_20ms": sq["cache_hit_warm_ms"] < 20,

@@ -1,12 +1,13 @@
 """Trainer throughput vs a bare torch loop (same model, batch size, thread count, same run).
 
 ``python -m bench.trainer_throughput [--samples N] [--batch-size B] [--threads T] [--repeats R]
-[--layout packbits|dense]`` prints one JSON object. The trainer side is ``Trainer.train_epoch``
-reading the memory-mapped NPZ (unpack/uint8 -> float per batch, clipping, scheduler,
-NaN/stop checks); the bare side feeds tensors from memory to forward/loss/backward/step.
-For a dense file those are pre-built float tensors; for a packed file (what the export
-writes) the bare side holds the packed bytes and unpacks each batch with the same
-``unpack_bits``, since a model cannot consume the packed layout without that step.
+[--layout packbits|cells|dense]`` prints one JSON object. The trainer side is
+``Trainer.train_epoch`` reading the memory-mapped NPZ (unpack/uint8 -> float per batch,
+clipping, scheduler, NaN/stop checks); the bare side feeds tensors from memory to
+forward/loss/backward/step. For a dense file those are pre-built float tensors; for a
+packbits or cells file (what the export writes) the bare side holds the stored rows and
+unpacks each batch with the same ``unpack_bits`` / ``unpack_cells``, since a model cannot
+consume those layouts without that step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from daemon.training import ddp
-from daemon.training.data import Batch, unpack_bits
+from daemon.training.data import Batch, unpack_bits, unpack_cells
 from daemon.training.model import RingNet
 from daemon.training.train import StopFlag, TrainConfig, Trainer, compute_loss
 from tests.support.npz_synth import write_synth_npz
@@ -36,7 +37,14 @@ def _bare(trainer: Trainer, rows: np.ndarray, batch_size: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     _, h, w = a.input_shape
     stored = np.asarray(a.features[rows])
-    x = torch.from_numpy(stored if a.packed else stored.astype(np.float32))
+    x = torch.from_numpy(stored if a.layout != "dense" else stored.astype(np.float32))
+    constant = None if a.constant is None else torch.from_numpy(a.constant)
+
+    def planes(x: torch.Tensor) -> torch.Tensor:
+        if a.packed:
+            return unpack_bits(x, h, w).float()
+        return x if constant is None else unpack_cells(x, constant).float()
+
     batch_all = Batch(
         x=x,
         g=torch.from_numpy(np.asarray(a.globals[rows])),
@@ -50,7 +58,7 @@ def _bare(trainer: Trainer, rows: np.ndarray, batch_size: int) -> float:
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
         b = Batch(
-            unpack_bits(batch_all.x[sl], h, w).float() if a.packed else batch_all.x[sl],
+            planes(batch_all.x[sl]),
             batch_all.g[sl],
             batch_all.values_mp[sl],
             batch_all.values[sl],
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--layout", choices=["packbits", "dense"], default="packbits")
+    p.add_argument("--layout", choices=["packbits", "cells", "dense"], default="packbits")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

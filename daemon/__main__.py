@@ -2,4 +2,5 @@
 
 from daemon.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes (forkserver) import this module without running it
+    raise SystemExit(main())

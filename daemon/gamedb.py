@@ -24,7 +24,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from daemon.replay import (  # re-exported: callers import the game records from
     Move,
     Player,
     Pos,
+    game_keys,
     parse_move,
     stream_games,
 )
@@ -539,21 +540,46 @@ class GameDB:
         limit: int | None = None,
         min_rowid: int = 0,
         sources: tuple[str, ...] | None = None,
+        rowids: Sequence[int] | None = None,
     ) -> Iterator[Game]:
         """Usable games of ``config_key`` with ``rowid <= upto_rowid``, one at a time.
 
-        Uses its own connection so streaming never blocks :meth:`refresh`.
+        ``rowids`` restricts them to those rows. Uses its own connection so streaming
+        never blocks :meth:`refresh`.
         """
         board, n = parse_config_key(config_key)
         aliases = board_aliases(board)
-        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        conn = self._reader()
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
-        except sqlite3.Error as e:
-            raise _translate(self.path, e) from None
-        try:
-            yield from stream_games(conn, aliases, n, upto_rowid, newest_first, limit, min_rowid, sources)
+            yield from stream_games(
+                conn, aliases, n, upto_rowid, newest_first, limit, min_rowid, sources, rowids
+            )
         except sqlite3.Error as e:
             raise _translate(self.path, e) from None
         finally:
             conn.close()
+
+    def iter_game_keys(
+        self,
+        config_key: str,
+        *,
+        upto_rowid: int | None = None,
+        newest_first: bool = True,
+        limit: int | None = None,
+    ) -> Iterator[tuple[str, int]]:
+        """``(created_at or "", rowid)`` of the games :meth:`iter_games` yields, in order; reads no moves."""
+        board, n = parse_config_key(config_key)
+        conn = self._reader()
+        try:
+            yield from game_keys(conn, board_aliases(board), n, upto_rowid, newest_first, limit)
+        except sqlite3.Error as e:
+            raise _translate(self.path, e) from None
+        finally:
+            conn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        try:
+            return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+        except sqlite3.Error as e:
+            raise _translate(self.path, e) from None

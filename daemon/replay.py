@@ -13,7 +13,7 @@ loosely, so odd shapes still give the same per-field answers.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -25,6 +25,15 @@ from daemon.keys import normalize_board
 USABLE_STATUSES = frozenset({"completed", "finished"})
 
 Pos = tuple[int, int, int | None]
+OPTIONAL_GAME_COLUMNS = (
+    "source",
+    "created_at",
+    "metadata_json",
+    "opponent_model_id",
+    "opponent_type",
+    "quality_score",
+    "engine_mode",
+)
 
 
 @dataclass(frozen=True)
@@ -162,33 +171,20 @@ def _moves(rows: Iterator[tuple[Any, ...]]) -> list[Move]:
     return out
 
 
-def stream_games(
+def _game_query(
     conn: sqlite3.Connection,
     aliases: tuple[str, ...],
     n: int,
     upto: int | None,
     newest: bool,
     limit: int | None,
-    min_rowid: int = 0,
-    sources: tuple[str, ...] | None = None,
-) -> Iterator[Game]:
-    """Usable games of one config from an open read-only connection, one at a time."""
+    min_rowid: int,
+    sources: tuple[str, ...] | None,
+    rowids: Sequence[int] | None,
+) -> tuple[str, list[Any], list[str]] | None:
+    """The usable-games SELECT (every game column we read), its parameters and optional columns."""
     gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
-    mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    opt = [
-        c
-        for c in (
-            "source",
-            "created_at",
-            "metadata_json",
-            "opponent_model_id",
-            "opponent_type",
-            "quality_score",
-            "engine_mode",
-        )
-        if c in gcols
-    ]
+    opt = [c for c in OPTIONAL_GAME_COLUMNS if c in gcols]
     sel = ", ".join(["rowid", "game_id", "board_type", "num_players", "game_status", "winner", *opt])
     marks = ",".join("?" * len(aliases))
     statuses = ",".join(f"'{s}'" for s in sorted(USABLE_STATUSES))
@@ -199,13 +195,59 @@ def stream_games(
     params: list[Any] = [*aliases, n, upto if upto is not None else 2**62, min_rowid]
     if sources is not None:
         if "source" not in gcols:
-            return
+            return None
         sql += f" AND lower(source) IN ({','.join('?' * len(sources))})"
         params.extend(s.lower() for s in sources)
+    if rowids is not None:
+        sql += f" AND rowid IN ({','.join('?' * len(rowids))})"
+        params.extend(rowids)
     sql += f" ORDER BY rowid {'DESC' if newest else 'ASC'}"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
+    return sql, params, opt
+
+
+def game_keys(
+    conn: sqlite3.Connection,
+    aliases: tuple[str, ...],
+    n: int,
+    upto: int | None,
+    newest: bool,
+    limit: int | None,
+) -> Iterator[tuple[str, int]]:
+    """``(created_at or "", rowid)`` of the games :func:`stream_games` yields, in the same order."""
+    q = _game_query(conn, aliases, n, upto, newest, limit, 0, None, None)
+    assert q is not None  # no source filter
+    sql, params, opt = q
+    created = "created_at" if "created_at" in opt else "NULL"
+    cur = conn.execute(f"SELECT {created}, rowid FROM ({sql})", params)
+    while rows := cur.fetchmany(4096):
+        for c, rowid in rows:
+            yield c or "", rowid  # the merge key of Game: (created_at or "", rowid)
+
+
+def stream_games(
+    conn: sqlite3.Connection,
+    aliases: tuple[str, ...],
+    n: int,
+    upto: int | None,
+    newest: bool,
+    limit: int | None,
+    min_rowid: int = 0,
+    sources: tuple[str, ...] | None = None,
+    rowids: Sequence[int] | None = None,
+) -> Iterator[Game]:
+    """Usable games of one config from an open read-only connection, one at a time.
+
+    ``rowids`` restricts the games to those rows (still in rowid order).
+    """
+    mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    q = _game_query(conn, aliases, n, upto, newest, limit, min_rowid, sources, rowids)
+    if q is None:
+        return
+    sql, params, opt = q
     phase_col = "phase" if "phase" in mcols else "NULL"
     type_col = "move_type" if "move_type" in mcols else "NULL"
     move_sql = (

@@ -117,6 +117,8 @@ class ExportSection(_Section):
     encoder: str = "builtin"
     history_length: int = Field(default=4, gt=0)
     min_free_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    # Worker processes that read and encode games in parallel (1 = in the exporting process).
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class TrainingSettings(_Section):

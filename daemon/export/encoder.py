@@ -8,10 +8,14 @@ sample when ``i % sample_every == 0``: the input is the history before move
 ``i``, the policy target is move ``i`` itself, the value is the game outcome.
 
 **Planes** (0/1, ``C = 16 * history_length + 1``, ``H = W = grid``; 65 for
-the default history of 4), stored bit-packed: ``features_packed`` is ``uint8``
-``(N, C, ceil(H*W/8))`` = ``np.packbits(planes.reshape(N, C, H*W), axis=-1)``
-(cell ``row*W + col`` is bit ``7 - i % 8`` of byte ``i // 8``), 8x fewer bytes
-than one byte per cell, which is what bounded the export's speed. For each seat slot ``r`` in 0..3 relative to
+the default history of 4). Every plane but the last holds at most one cell, so
+they are stored as cell indices (``cells`` layout, export format 3):
+``feature_cells`` is ``int16`` ``(N, C)``, entry ``[n, c]`` = ``row*W + col``
+of plane ``c``'s cell or -1 when it is empty, and ``feature_constant``
+``(C, H, W)`` holds the planes every sample shares (the mask);
+``dense[n, c] = max(constant[c], onehot(cells[n, c]))``. 130 B per sample
+instead of 625 B bit-packed (square8) or 5 KB (hexagonal): the export is bound
+by the bytes it writes. For each seat slot ``r`` in 0..3 relative to
 the player to move (``r = 0`` the mover, then the next seats in turn order;
 slots beyond the player count stay zero) and each ``h`` in
 0..history_length-1 (that seat's ``h``-th most recent move before the
@@ -69,7 +73,9 @@ Pluggable encoders: ``export.encoder: "package.module:Class"``; the class is
 built as ``Class(history_length=N)`` and must satisfy :class:`Encoder`. A
 plug-in's ``encode_game`` returns dense ``uint8`` planes ``(S, C, H, W)``
 (stored as ``features``, any values 0-255) unless it sets
-``feature_layout = "packbits"``; it may also offer ``encode_games`` (many games
+``feature_layout = "packbits"`` (returns packed rows) or ``"cells"`` (returns
+int16 ``(S, C)`` cell rows and provides ``feature_constant(board)``, uint8
+``(C, H, W)``); it may also offer ``encode_games`` (many games
 in one call, rows tagged with ``game_index``), as the built-in one does: one
 numpy pass per block of games instead of one per game.
 """
@@ -77,6 +83,7 @@ numpy pass per block of games instead of one per game.
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -147,14 +154,15 @@ class EncoderError(Exception):
     """An encoder that cannot be loaded or that breaks the protocol."""
 
 
-DENSE, PACKBITS = "dense", "packbits"
+DENSE, PACKBITS, CELLS = "dense", "packbits", "cells"
 
 
 @dataclass
 class EncodedGame:
     """The samples of one game (or of a block of games), one row per sample."""
 
-    features: npt.NDArray[np.uint8]  # (S, C, H, W) dense, or (S, C, ceil(H*W/8)) packbits
+    # (S, C, H, W) uint8 dense, (S, C, ceil(H*W/8)) uint8 packbits or (S, C) int16 cells
+    features: npt.NDArray[Any]
     globals: npt.NDArray[np.float32]  # (S, G)
     values: npt.NDArray[np.float32]  # (S,)
     values_mp: npt.NDArray[np.float32]  # (S, 4)
@@ -187,7 +195,7 @@ class MoveHistoryEncoder:
     name = ENCODER_NAME
     version = ENCODER_VERSION
     num_globals = NUM_GLOBALS
-    feature_layout = PACKBITS
+    feature_layout = CELLS
 
     def __init__(self, history_length: int = 4) -> None:
         if history_length < 1:
@@ -198,21 +206,39 @@ class MoveHistoryEncoder:
     def policy_size(self, board: str) -> int:
         return board_layout(normalize_board(board)).policy_size
 
-    def _moves(self, b: BoardLayout, moves: list[Move], n: int) -> tuple[npt.NDArray[np.int64], ...]:
-        """Per move: seat (0 = none), policy index (-1 = not a sample), 3 paint (plane, cell) pairs.
+    def feature_constant(self, board: str) -> npt.NDArray[np.uint8]:
+        """Planes shared by every sample (``cells`` layout): the board-cell mask, last."""
+        geo = board_layout(normalize_board(board)).geo
+        out = np.zeros((self.num_planes, geo.grid, geo.grid), dtype=np.uint8)
+        out[-1] = geo.mask
+        return out
 
-        One list pass per field, then numpy: no Python work per move beyond a lookup.
+    def _moves(self, b: BoardLayout, moves: list[Move], n: int) -> tuple[npt.NDArray[Any], ...]:
+        """Per move: seat (0 = none), policy index (-1 = not a sample), 3 paint (plane, cell) pairs,
+        move number and phase index.
+
+        The moves are transposed into columns in C (``zip``); each column is then one
+        ``map`` over a dict (distinct values are few), so no Python bytecode runs per move.
         """
-        get = b.positions.get
-        valid = np.array([mv.valid for mv in moves], dtype=np.bool_)
-        seat = np.array([seat_of(mv.player, n) for mv in moves], dtype=np.int64) * valid
-        grp = np.array([move_group(mv.move_type) for mv in moves], dtype=np.int64)
-        to = np.array([-1 if mv.to_pos is None else get(mv.to_pos, -2) for mv in moves], dtype=np.int64)
-        fr = np.array([-1 if mv.from_pos is None else get(mv.from_pos, -2) for mv in moves], dtype=np.int64)
-        cap = np.array(
-            [-1 if mv.capture_target is None else get(mv.capture_target, -2) for mv in moves], dtype=np.int64
-        )
         m = len(moves)
+        columns = zip(*moves, strict=True) if m else ((),) * 8  # Move is a tuple of 8 fields
+        numbers, players, phases, types, froms, tos, caps, valids = columns
+        get = b.cell_of.get  # None -> -1; off the board -> -2 (default)
+        off_board = itertools.repeat(-2)
+        to = np.fromiter(map(get, tos, off_board), dtype=np.int64, count=m)
+        fr = np.fromiter(map(get, froms, off_board), dtype=np.int64, count=m)
+        cap = np.fromiter(map(get, caps, off_board), dtype=np.int64, count=m)
+        groups = {t: move_group(t) for t in set(types)}
+        grp = np.fromiter(map(groups.__getitem__, types), dtype=np.int64, count=m)
+        if set(map(type, players)) <= {int}:  # the usual case: no bool, None or str seats
+            p = np.fromiter(players, dtype=np.int64, count=m)
+            seat = np.where((p >= 1) & (p <= n), p, 0)
+        else:
+            seat = np.fromiter(map(seat_of, players, itertools.repeat(n)), dtype=np.int64, count=m)
+        seat *= np.fromiter(valids, dtype=np.bool_, count=m)
+        move_number = np.fromiter(numbers, dtype=np.int32, count=m)
+        kinds = {p: _phase_index(p) for p in set(phases)}
+        phase = np.fromiter(map(kinds.__getitem__, phases), dtype=np.int64, count=m)
         pol = np.full(m, -1, dtype=np.int64)
         pk = np.full((m, 3), -1, dtype=np.int64)
         pc = np.zeros((m, 3), dtype=np.int64)
@@ -240,7 +266,7 @@ class MoveHistoryEncoder:
             pk[sel, 0], pc[sel, 0], pk[sel, 1], pc[sel, 1] = 1, fr[sel], 2, to[sel]
             sel &= (grp == CAPTURE) & (cap >= 0)
             pk[sel, 2], pc[sel, 2] = 3, cap[sel]
-        return seat, pol, pk, pc
+        return seat, pol, pk, pc, move_number, phase
 
     def values_for(self, game: Game) -> npt.NDArray[np.float32]:
         n = game.num_players
@@ -273,7 +299,7 @@ class MoveHistoryEncoder:
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         game_of = np.repeat(np.arange(len(games), dtype=np.int64), counts)
         local = np.arange(len(moves), dtype=np.int64) - starts[game_of]
-        seat, pol, pk, pc = self._moves(b, moves, n)
+        seat, pol, pk, pc, move_number, phase = self._moves(b, moves, n)
         positions = np.flatnonzero(local % sample_every == 0)
         ok = pol[positions] >= 0
         skipped = {MALFORMED: int((~ok).sum())} if not ok.all() else {}
@@ -294,8 +320,8 @@ class MoveHistoryEncoder:
             for h in range(hl):
                 j = cnt - 1 - h
                 hist[q, :, h] = np.where(j >= base, idx[np.maximum(j, 0)], -1)
-        nbytes = (b.geo.grid * b.geo.grid + 7) // 8
-        feats = np.zeros((s, self.num_planes, nbytes), dtype=np.uint8)
+        # Each move-history plane holds at most one cell: store its index (-1 = empty).
+        cells = np.full((s, self.num_planes), -1, dtype=np.int16)
         rows = np.arange(s)
         for r in range(min(n, SEAT_SLOTS)):
             seat_of = (mover - 1 + r) % n
@@ -305,24 +331,19 @@ class MoveHistoryEncoder:
                 mm = np.where(have, m, 0)
                 k = pk[mm]  # (s, 3)
                 sj, e = np.nonzero((k >= 0) & have[:, None])
-                plane = (r * hl + h) * PLANES_PER_MOVE + k[sj, e]
-                cell = pc[mm[sj], e]
-                # One move per (sample, plane): never two bits in one byte here.
-                feats[sj, plane, cell >> 3] = (0x80 >> (cell & 7)).astype(np.uint8)
-        feats[:, -1, :] = b.packed_mask
+                cells[sj, (r * hl + h) * PLANES_PER_MOVE + k[sj, e]] = pc[mm[sj], e]
         glob = np.zeros((s, NUM_GLOBALS), dtype=np.float32)
         mpg = b.geo.moves_per_game
-        move_numbers = np.fromiter((moves[i].move_number for i in pos.tolist()), dtype=np.int32, count=s)
+        move_numbers = move_number[pos]
         glob[:, 0] = np.minimum(move_numbers / (2.0 * mpg), 1.0)
         glob[rows, mover] = 1.0  # seats 1..4 -> columns 1..4
         glob[:, 5 + n - 2] = 1.0
-        phases = np.fromiter((_phase_index(moves[i].phase) for i in pos.tolist()), dtype=np.int64, count=s)
-        glob[rows, 8 + phases] = 1.0
+        glob[rows, 8 + phase[pos]] = 1.0
         glob[:, 16] = np.minimum(own / mpg, 1.0)
         vmp = np.stack([self.values_for(g) for g in games])
         gi = game_of[pos]
         return EncodedGame(
-            features=feats,
+            features=cells,
             globals=glob,
             values=vmp[gi, mover - 1] if s else np.zeros(0, dtype=np.float32),
             values_mp=vmp[gi],

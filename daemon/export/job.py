@@ -7,13 +7,14 @@ snapshot, so a game that arrives during an export makes the next check a miss.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 
 from daemon.export.cache import ExportCache, sources_record
-from daemon.export.encoder import DENSE, PACKBITS, EncodedGame, Encoder, EncoderError, load_encoder
+from daemon.export.encoder import CELLS, DENSE, PACKBITS, EncodedGame, Encoder, EncoderError, load_encoder
 from daemon.export.tiers import ExportSettings, get_export_settings, take_snapshots
+from daemon.export.workers import TASK_GAMES, Rows, WorkerError, parallel_rows, plan_tasks
 from daemon.export.writer import ArraySpec, ExportWriteError, NpzStreamWriter
 from daemon.gamedb import Game, GameDB, GameDBError, SourceSnapshot
 from daemon.keys import InvalidConfigKey, geometry, parse_config_key, validate_config_key
@@ -34,7 +37,10 @@ from daemon.sources import expand
 
 log = structlog.get_logger(__name__)
 
-FORMAT_VERSION = 2  # 2: bit-packed planes (features_packed) + feature_layout/height/width
+# 2: bit-packed planes (features_packed) + feature_layout/height/width;
+# 3: the built-in encoder stores one cell index per plane (feature_cells + feature_constant).
+FORMAT_VERSION = 3
+LAYOUTS = (DENSE, PACKBITS, CELLS)
 # Games are encoded in blocks of about this many moves: one numpy pass per block
 # instead of one per game, while a block's arrays stay small (hexagonal: ~20 MB).
 BLOCK_MOVES = 4096
@@ -89,14 +95,19 @@ def game_id_hash(game_id: str) -> int:
 
 def feature_layout(encoder: Encoder) -> str:
     layout = getattr(encoder, "feature_layout", DENSE)
-    if layout not in (DENSE, PACKBITS):
-        raise ExportError(f"encoder {encoder.name!r}: feature_layout must be {DENSE!r} or {PACKBITS!r}")
+    if layout not in LAYOUTS:
+        raise ExportError(f"encoder {encoder.name!r}: feature_layout must be one of {', '.join(LAYOUTS)}")
+    if layout == CELLS and not callable(getattr(encoder, "feature_constant", None)):
+        raise ExportError(f"encoder {encoder.name!r}: the cells layout needs feature_constant(board)")
     return str(layout)
 
 
 def array_specs(encoder: Encoder, board: str) -> dict[str, ArraySpec]:
     g = geometry(board).grid
-    if feature_layout(encoder) == PACKBITS:
+    layout = feature_layout(encoder)
+    if layout == CELLS:
+        feats = {"feature_cells": ArraySpec(np.dtype(np.int16), (encoder.num_planes,))}
+    elif layout == PACKBITS:
         feats = {"features_packed": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, (g * g + 7) // 8))}
     else:
         feats = {"features": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, g, g))}
@@ -156,18 +167,51 @@ def _games(
                 close()
 
 
+def _serial_rows(games: Iterator[Game], encoder: Encoder, sample_every: int) -> Generator[Rows]:
+    """Encode in this process: blocks of about ``BLOCK_MOVES`` moves (or one game per call)."""
+    encode_games = getattr(encoder, "encode_games", None)
+    block: list[Game] = []
+    block_moves = 0
+    for game in games:
+        if encode_games is None:
+            yield [game.game_id], encoder.encode_game(game, sample_every)
+            continue
+        block.append(game)
+        block_moves += len(game.moves)
+        if block_moves >= BLOCK_MOVES or len(block) >= BLOCK_GAMES:
+            yield [g.game_id for g in block], encode_games(block, sample_every)
+            block, block_moves = [], 0
+    if block and encode_games is not None:
+        yield [g.game_id for g in block], encode_games(block, sample_every)
+
+
 def _check_encoded(
-    encoder: Encoder, enc: Any, specs: Mapping[str, ArraySpec], policy_size: int, gid: str
+    encoder: Encoder, enc: Any, specs: Mapping[str, ArraySpec], policy_size: int, gid: str, cells: int
 ) -> None:
     where = f"encoder {encoder.name!r} v{encoder.version}, game {gid}"
     f = getattr(enc, "features", None)
-    shape = (specs["features_packed"] if "features_packed" in specs else specs["features"]).row_shape
-    if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.shape[1:] != shape:
+    spec = next(iter(specs.values()))  # the feature array comes first
+    if not isinstance(f, np.ndarray) or f.dtype != spec.dtype or f.shape[1:] != spec.row_shape:
         got = (getattr(f, "dtype", None), getattr(f, "shape", None))
-        raise ExportError(f"{where}: features must be uint8 rows of {shape}, got {got}")
+        raise ExportError(f"{where}: features must be {spec.dtype} rows of {spec.row_shape}, got {got}")
+    if "feature_cells" in specs and f.size and (int(f.min()) < -1 or int(f.max()) >= cells):
+        raise ExportError(f"{where}: feature_cells outside [-1, {cells})")
     p = enc.policy_index
     if len(p) and (int(p.min()) < 0 or int(p.max()) >= policy_size):
         raise ExportError(f"{where}: policy_index outside [0, {policy_size})")
+
+
+def feature_constant(encoder: Encoder, board: str) -> npt.NDArray[np.uint8]:
+    """The validated ``feature_constant`` planes of a ``cells`` encoder: uint8 0/1 (C, H, W)."""
+    g = geometry(board).grid
+    const = encoder.feature_constant(board)  # type: ignore[attr-defined]  # checked by feature_layout
+    shape = (encoder.num_planes, g, g)
+    if not isinstance(const, np.ndarray) or const.dtype != np.uint8 or const.shape != shape:
+        got = (getattr(const, "dtype", None), getattr(const, "shape", None))
+        raise ExportError(f"encoder {encoder.name!r}: feature_constant must be uint8 {shape}, got {got}")
+    if const.size and int(const.max()) > 1:
+        raise ExportError(f"encoder {encoder.name!r}: feature_constant planes must be 0/1")
+    return const
 
 
 def _export(
@@ -182,6 +226,7 @@ def _export(
     min_free_bytes: int,
     progress: Progress | None,
     now: datetime,
+    workers: int = 1,
 ) -> tuple[int, int, dict[str, int], int, str]:
     board, n = parse_config_key(key)
     specs = array_specs(encoder, board)
@@ -197,17 +242,20 @@ def _export(
     # Orphan move sets of the whole sources (their config is only a guess): reported, never exported.
     skipped["orphans_in_sources"] = sum(len(s.orphans) for s in snapshots.values())
     feature_key = next(iter(specs))
+    grid = geometry(board).grid
+    layout = feature_layout(encoder)
+    constants = {"feature_constant": feature_constant(encoder, board)} if layout == CELLS else {}
     writer = NpzStreamWriter(output, specs, min_free_bytes=min_free_bytes)
     writer.start(es.estimated_samples)
     games = 0
     reported = 0
 
-    def write(block: list[Game], enc: EncodedGame) -> None:
+    def write(game_ids: list[str], enc: EncodedGame) -> None:
         nonlocal games, reported
-        _check_encoded(encoder, enc, specs, policy_size, block[0].game_id)
+        _check_encoded(encoder, enc, specs, policy_size, game_ids[0], grid * grid)
         for name, count in enc.skipped.items():
             skipped[name] = skipped.get(name, 0) + count
-        hashes = np.array([game_id_hash(g.game_id) for g in block], dtype=np.int64)
+        hashes = np.array([game_id_hash(g) for g in game_ids], dtype=np.int64)
         gi = enc.game_index if enc.game_index is not None else np.zeros(len(enc.policy_index), np.int32)
         writer.append(
             {
@@ -221,26 +269,28 @@ def _export(
                 "player_to_move": enc.player_to_move,
             }
         )
-        games += len(block)
+        games += len(game_ids)
         if progress is not None and (games - reported >= 64 or games == target):
             reported = games
             progress(games, target)
 
-    encode_games = getattr(encoder, "encode_games", None)
     try:
-        block: list[Game] = []
-        block_moves = 0
-        for game in _games(db_paths, snapshots, key, es.max_games):
-            if encode_games is None:
-                write([game], encoder.encode_game(game, es.sample_every))
-                continue
-            block.append(game)
-            block_moves += len(game.moves)
-            if block_moves >= BLOCK_MOVES or len(block) >= BLOCK_GAMES:
-                write(block, encode_games(block, es.sample_every))
-                block, block_moves = [], 0
-        if block and encode_games is not None:
-            write(block, encode_games(block, es.sample_every))
+        if workers > 1 and target >= workers * TASK_GAMES:  # else starting workers costs more than it saves
+            tasks = plan_tasks(
+                db_paths,
+                snapshots,
+                key,
+                es.max_games,
+                encoder=str(params["encoder_spec"]),
+                history_length=int(params["history_length"]),
+                sample_every=es.sample_every,
+            )
+            rows: Generator[Rows] = parallel_rows(tasks, workers)
+        else:
+            rows = _serial_rows(_games(db_paths, snapshots, key, es.max_games), encoder, es.sample_every)
+        with contextlib.closing(rows):  # a failed write stops the workers now
+            for game_ids, enc in rows:
+                write(game_ids, enc)
         meta: dict[str, Any] = {
             "board_type": board,
             "config_key": key,
@@ -251,15 +301,15 @@ def _export(
             "policy_size": policy_size,
             "num_planes": encoder.num_planes,
             "num_globals": encoder.num_globals,
-            "feature_layout": feature_layout(encoder),
-            "feature_height": geometry(board).grid,
-            "feature_width": geometry(board).grid,
+            "feature_layout": layout,
+            "feature_height": grid,
+            "feature_width": grid,
             "source_snapshot": json.dumps(sources_record(snapshots, key), sort_keys=True),
             "export_params": json.dumps(params, sort_keys=True),
             "created_at": now.isoformat(),
             "format_version": FORMAT_VERSION,
         }
-        size, digest = writer.finish(meta)
+        size, digest = writer.finish(meta, constants)
     except BaseException:
         writer.abort()
         raise
@@ -336,6 +386,7 @@ def run_export(
             min_free_bytes=settings.export.min_free_bytes,
             progress=progress,
             now=now or datetime.now(UTC),
+            workers=settings.export.workers,
         )
         cache.record_export(
             paths,
@@ -360,7 +411,7 @@ def run_export(
         )
         if isinstance(e, ExportError):
             raise
-        if isinstance(e, (GameDBError, EncoderError, ExportWriteError, OSError)):
+        if isinstance(e, (GameDBError, EncoderError, ExportWriteError, WorkerError, OSError)):
             raise ExportError(str(e)) from e
         raise ExportError(f"{type(e).__name__}: {e}") from e
     result = ExportResult(

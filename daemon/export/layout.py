@@ -1,9 +1,9 @@
 """Per-board policy layout of the built-in encoder, and its vectorised move rules.
 
 ``board_layout(board)`` fixes, once per board, what the encoder and its policy
-index need: cell ordinals, the position -> cell map, ray directions and lengths,
-and the packed cell-mask plane. ``move_group`` and ``rays`` are the move rules
-the encoder applies to a whole block of moves at once (see ``encoder.py``).
+index need: cell ordinals, the position -> cell map, ray directions and lengths.
+``move_group`` and ``rays`` are the move rules the encoder applies to a whole
+block of moves at once (see ``encoder.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class BoardLayout:
     max_dist: int
     ordinal: npt.NDArray[np.int32]  # flat grid index -> cell ordinal (-1 off board)
     positions: dict[tuple[int, int, int | None], int]  # board position -> flat grid index
+    cell_of: dict[tuple[int, int, int | None] | None, int]  # positions, and None (no position) -> -1
     dir_table: npt.NDArray[np.int64]  # [dcol + 1, drow + 1] -> direction index (-1 none)
-    packed_mask: npt.NDArray[np.uint8]  # the cell-mask plane, bit-packed
 
     @property
     def policy_size(self) -> int:
@@ -52,6 +52,8 @@ def board_layout(board: str) -> BoardLayout:
         positions[(x, y, z)] = int(flat)
         if z is not None:
             positions[(x, y, None)] = int(flat)
+    cell_of: dict[tuple[int, int, int | None] | None, int] = {None: -1}
+    cell_of.update(positions.items())
     dirs = HEX_DIRS if geo.is_hex else SQUARE_DIRS
     table = np.full((3, 3), -1, dtype=np.int64)
     for i, (dc, dr) in enumerate(dirs):
@@ -63,8 +65,8 @@ def board_layout(board: str) -> BoardLayout:
         max_dist=2 * geo.radius if geo.is_hex else geo.grid - 1,
         ordinal=ordinal,
         positions=positions,
+        cell_of=cell_of,
         dir_table=table,
-        packed_mask=np.packbits(mask.astype(np.uint8)),
     )
 
 

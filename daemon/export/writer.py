@@ -145,10 +145,16 @@ class NpzStreamWriter:
                 raise ExportWriteError(f"{self.output}: writing {name!r} failed: {e}") from e
         self.rows += n or 0
 
-    def finish(self, metadata: Mapping[str, Any]) -> tuple[int, str]:
-        """Assemble the NPZ, fsync, rename over ``output``; return (bytes, sha256 hex)."""
+    def finish(
+        self, metadata: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]] | None = None
+    ) -> tuple[int, str]:
+        """Assemble the NPZ, fsync, rename over ``output``; return (bytes, sha256 hex).
+
+        ``metadata`` holds scalars; ``arrays`` small whole arrays (not rows, e.g. constant planes).
+        """
         tmp = self._temp("npz.tmp")
         try:
+            whole = {name: _whole(name, a) for name, a in (arrays or {}).items()}
             for f in self._files.values():
                 f.flush()
             parts = sum(p.stat().st_size for p in self._paths.values())
@@ -160,9 +166,10 @@ class NpzStreamWriter:
                     for name, spec in self.specs.items():
                         self._files[name].close()
                         self._member(zf, name, spec)
-                    for name, value in metadata.items():
+                    for name, value in [*whole.items(), *metadata.items()]:
                         with zf.open(f"{name}.npy", "w") as dst:
-                            np.lib.format.write_array(dst, _scalar(name, value), allow_pickle=False)
+                            arr = value if name in whole else _scalar(name, value)
+                            np.lib.format.write_array(dst, arr, allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
             size, digest = tmp.stat().st_size, sha256_file(tmp)
@@ -211,6 +218,12 @@ def _scalar(name: str, value: Any) -> npt.NDArray[Any]:
     if isinstance(value, str):
         return np.array(value, dtype=np.str_)
     return np.array(value, dtype=np.int64 if isinstance(value, int) else np.float64)
+
+
+def _whole(name: str, value: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+        raise ExportWriteError(f"array {name!r}: only numeric numpy arrays are stored (got {type(value)})")
+    return value
 
 
 def sha256_file(path: Path) -> str:

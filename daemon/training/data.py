@@ -3,9 +3,13 @@
 Nothing copies the dataset per epoch: each epoch shuffles the order of contiguous
 index blocks, reads a bounded window of rows from the memmap (sorted, so reads are
 near-sequential), shuffles inside the window and converts uint8 planes to float
-one batch at a time. Bit-packed files (``packbits`` layout) stay packed until the
-batch is on the training device: the host reads and copies 8x fewer bytes and the
-unpack (a few bitwise ops) runs where the model runs.
+one batch at a time. Bit-packed files (``packbits`` layout) and cell-index files
+(``cells`` layout) stay as stored until the batch is on the training device: the host
+reads and copies 8x (packbits) or H*W/2 x (cells: 2 bytes a plane) fewer bytes than
+dense, and the unpack (a few bitwise ops, or a scatter plus the constant planes) runs
+where the model runs. Cell indices are range-checked on the host per read window
+first: an out-of-range index in a device scatter is a device-side assert on CUDA, not
+an error naming the file.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from daemon.training.npzfile import TrainingArrays, packed_width
+from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.layouts import LAYOUT_CELLS, LAYOUT_PACKBITS, packed_width
+from daemon.training.npzfile import TrainingArrays
 
 VAL_MOD = 10  # game hash % 10 == 0 -> validation (~10% of games)
 _BLOCK_ROWS = 1024
@@ -37,6 +43,28 @@ def unpack_bits(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=x.device)
     bits = (x.unsqueeze(-1) >> shifts) & 1  # (B, C, P, 8)
     return bits.reshape(b, c, p * 8)[:, :, : height * width].reshape(b, c, height, width)
+
+
+def unpack_cells(x: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
+    """Cell rows (B, C) int16 + constant (C, H, W) uint8 -> 0/1 planes (B, C, H, W) uint8, on ``x``'s device.
+
+    ``x[b, c]`` is the flat index ``row * W + col`` of plane c's one set cell, -1 for none;
+    indices must already be in [-1, H*W) (the loader checks each read window).
+    """
+    if x.dtype != torch.int16 or x.dim() != 2:
+        raise ValueError(f"cell rows must be int16 (B, C), got {x.dtype} {tuple(x.shape)}")
+    if constant.dtype != torch.uint8 or constant.dim() != 3 or constant.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"constant must be uint8 (C, H, W) with C = {x.shape[1]}, got {tuple(constant.shape)}"
+        )
+    b, c = x.shape
+    _, h, w = constant.shape
+    idx = x.long().unsqueeze(-1)
+    # An empty plane (-1) scatters a 0 into cell 0: its only write, so it sets nothing.
+    present = (idx >= 0).to(torch.uint8)
+    flat = torch.zeros((b, c, h * w), dtype=torch.uint8, device=x.device)
+    flat.scatter_(2, idx.clamp(min=0), present)
+    return torch.maximum(flat.view(b, c, h, w), constant.to(x.device))
 
 
 @dataclass(frozen=True)
@@ -113,6 +141,12 @@ class BatchLoader:
         self.rank = rank
         self.world = world
         self.equal_shards = equal_shards
+        # The cells layout's constant planes go to the device once, not per batch.
+        self.constant: torch.Tensor | None = None
+        if arrays.layout == LAYOUT_CELLS:
+            if arrays.constant is None:
+                raise ValueError(f"{arrays.path}: cells layout without its constant planes")
+            self.constant = torch.from_numpy(arrays.constant).to(device)
 
     def _order(self, epoch: int) -> np.ndarray:
         idx = self.indices
@@ -144,8 +178,18 @@ class BatchLoader:
 
     def _read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         a = self.arrays
+        x = a.features[rows]
+        if a.layout == LAYOUT_CELLS and x.size:
+            _, h, w = a.input_shape
+            lo, hi = int(x.min()), int(x.max())
+            if lo < -1 or hi >= h * w:
+                raise TrainerError(
+                    ExitCode.BAD_DATA,
+                    f"{a.path}: feature_cells value out of range [-1, {h * w}) for a {h}x{w} grid "
+                    f"(min {lo}, max {hi}) in rows {int(rows[0])}..{int(rows[-1])}",
+                )
         return {
-            "x": a.features[rows],
+            "x": x,
             "g": np.asarray(a.globals[rows], dtype=np.float32),
             "values_mp": np.asarray(a.values_mp[rows], dtype=np.float32),
             "values": np.asarray(a.values[rows], dtype=np.float32),
@@ -161,9 +205,11 @@ class BatchLoader:
             return torch.from_numpy(np.ascontiguousarray(chunk[name][sel])).to(dev, non_blocking=not blocking)
 
         x = t("x")
-        if self.arrays.packed:
+        if self.arrays.layout == LAYOUT_PACKBITS:
             _, h, w = self.arrays.input_shape
             x = unpack_bits(x, h, w)
+        elif self.constant is not None:  # the cells layout, checked in __init__
+            x = unpack_cells(x, self.constant)
         return Batch(
             x=x.float(),
             g=t("g"),

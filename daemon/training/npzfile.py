@@ -5,15 +5,22 @@ in the zip: the member's local header gives the data offset, the ``.npy`` header
 gives dtype/shape, and ``np.memmap`` maps the rest. Compressed members cannot be
 mapped and are refused with BAD_DATA.
 
-Features come in one of two layouts (``feature_layout`` metadata, format_version 2):
+Features come in one of three layouts (``feature_layout`` metadata; the helpers that
+convert between them live in ``layouts.py``):
 
 * ``dense``: member ``features`` (N, C, H, W) uint8. Files without ``feature_layout``
   (format_version 1) are dense.
-* ``packbits``: member ``features_packed`` (N, C, ceil(H*W/8)) uint8, exactly
-  ``np.packbits(dense.reshape(N, C, H*W), axis=-1)``; H and W come from the
+* ``packbits`` (format_version 2): member ``features_packed`` (N, C, ceil(H*W/8)) uint8,
+  exactly ``np.packbits(dense.reshape(N, C, H*W), axis=-1)``; H and W come from the
   ``feature_height`` / ``feature_width`` metadata. The memmap stays packed (8x fewer
   bytes to read); the trainer unpacks per batch on its device (``data.unpack_bits``).
   Padding bits past H*W are ignored, not checked: checking them would read the file.
+* ``cells`` (format_version 3): member ``feature_cells`` (N, C) int16, the flat index
+  ``row * W + col`` of each plane's single set cell or -1 for an empty plane, and member
+  ``feature_constant`` (C, H, W) uint8 0/1, planes OR'ed into every sample (read into
+  memory and checked here: it is small). The memmap stays as cells (2 bytes per plane);
+  the trainer unpacks per batch on its device (``data.unpack_cells``). The cell range is
+  checked per batch window by the loader, not here: checking it would read the file.
 
 Legacy upstream files (object arrays -> pickle) load only with
 ``allow_legacy_pickle=True``; they are small and are converted in memory:
@@ -29,10 +36,12 @@ Legacy upstream files (object arrays -> pickle) load only with
 
 from __future__ import annotations
 
+import lzma
 import math
 import struct
 import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,18 +49,52 @@ from typing import Any
 import numpy as np
 
 from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.layouts import (
+    LAYOUT_CELLS,
+    LAYOUT_DENSE,
+    LAYOUT_PACKBITS,
+    LAYOUTS,
+    cells_to_dense,
+    dense_to_cells,
+    pack_features,
+    packed_width,
+    unpack_features,
+)
+
+__all__ = [  # the layout helpers moved to layouts.py; re-exported for existing imports
+    "LAYOUT_CELLS",
+    "LAYOUT_DENSE",
+    "LAYOUT_PACKBITS",
+    "LEGACY_GAME_BLOCK",
+    "TrainingArrays",
+    "cells_to_dense",
+    "dense_to_cells",
+    "open_training_file",
+    "pack_features",
+    "packed_width",
+    "unpack_features",
+]
 
 LEGACY_GAME_BLOCK = 64
-LAYOUT_DENSE, LAYOUT_PACKBITS = "dense", "packbits"
 _ROW_ARRAYS = ("globals", "values", "values_mp", "policy_index", "game_ids", "player_to_move")
-_FEATURE_MEMBER = {LAYOUT_DENSE: "features", LAYOUT_PACKBITS: "features_packed"}
+_FEATURE_MEMBER = {
+    LAYOUT_DENSE: "features",
+    LAYOUT_PACKBITS: "features_packed",
+    LAYOUT_CELLS: "feature_cells",
+}
+_CONSTANT = "feature_constant"
 _LOCAL_HEADER = b"PK\x03\x04"
+# What opening a corrupt zip or member raises: zipfile and the decompressors (RuntimeError and its
+# NotImplementedError: a flipped encryption flag, method or version), numpy's header parser (ast).
+_ZIP_ERRORS = (zipfile.BadZipFile, RuntimeError, zlib.error, lzma.LZMAError)
+_READ_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, *_ZIP_ERRORS)
 
 
 @dataclass
 class TrainingArrays:
     path: Path
-    # As stored: dense (N, C, H, W) uint8 memmap (float32 for legacy), or packed (N, C, P) uint8 memmap.
+    # As stored (see ``layout``): dense (N, C, H, W) uint8 memmap (float32 for legacy),
+    # packbits (N, C, P) uint8 memmap or cells (N, C) int16 memmap.
     features: np.ndarray
     input_shape: tuple[int, int, int]  # (C, H, W) of the dense planes the model sees, either layout
     globals: np.ndarray  # (N, G) float32
@@ -62,15 +105,16 @@ class TrainingArrays:
     player_to_move: np.ndarray  # (N,) seat 1..4
     meta: dict[str, Any] = field(default_factory=dict)
     legacy: bool = False
-    packed: bool = False  # features are packbits rows: unpack before use
+    layout: str = LAYOUT_DENSE  # packbits / cells rows must be unpacked before use
+    constant: np.ndarray | None = None  # cells layout: (C, H, W) uint8 0/1 planes OR'ed into every sample
 
     @property
     def n(self) -> int:
         return int(self.features.shape[0])
 
     @property
-    def layout(self) -> str:
-        return LAYOUT_PACKBITS if self.packed else LAYOUT_DENSE
+    def packed(self) -> bool:
+        return self.layout == LAYOUT_PACKBITS
 
     @property
     def num_globals(self) -> int:
@@ -104,8 +148,7 @@ def _read_headers(path: Path, zf: zipfile.ZipFile) -> dict[str, _Member]:
                 else:
                     shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                 header_len = fh.tell()
-        # numpy parses the header dict with ast: a corrupt header raises SyntaxError/TokenError.
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as exc:
+        except _READ_ERRORS as exc:
             raise _bad(path, f"member {info.filename!r} is not a valid .npy array ({exc})") from exc
         members[name] = _Member(info, tuple(int(s) for s in shape), bool(fortran), dtype, header_len)
     return members
@@ -118,7 +161,7 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
         raise _bad(path, "training data file not found")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise _bad(path, f"not a readable NPZ (zip) file, corrupt or truncated ({exc})") from exc
     with zf:
         members = _read_headers(path, zf)
@@ -131,20 +174,24 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
                     "legacy upstream NPZ - pass --allow-legacy-pickle to load it (trusted files only)",
                 )
             return _load_legacy(path)
+        meta = _read_scalars(path, zf, members)
         missing = [k for k in _ROW_ARRAYS if k not in members]
         if not any(k in members for k in _FEATURE_MEMBER.values()):
-            missing.insert(0, "features (or features_packed)")
+            cells = meta.get("feature_layout") == LAYOUT_CELLS  # only format 3 has cells: it says so
+            missing.insert(0, _FEATURE_MEMBER[LAYOUT_CELLS] if cells else "features (or features_packed)")
         if missing:
             raise _bad(path, f"missing arrays: {', '.join(missing)}")
-        meta = _read_scalars(path, zf, members)
-    layout = _layout(path, meta, members)
-    m = {k: _memmap(path, members[k]) for k in (_FEATURE_MEMBER[layout], *_ROW_ARRAYS)}
-    features = m[_FEATURE_MEMBER[layout]]
-    packed = layout == LAYOUT_PACKBITS
+        layout = _layout(path, meta, members)
+        m = {k: _memmap(path, members[k]) for k in (_FEATURE_MEMBER[layout], *_ROW_ARRAYS)}
+        features = m[_FEATURE_MEMBER[layout]]
+        input_shape = _check_features(path, features, layout, meta)
+        constant = None
+        if layout == LAYOUT_CELLS:
+            constant = _read_constant(path, zf, members[_CONSTANT], input_shape)
     out = TrainingArrays(
         path=path,
         features=features,
-        input_shape=_check_features(path, features, packed, meta),
+        input_shape=input_shape,
         globals=m["globals"],
         values=m["values"],
         values_mp=m["values_mp"],
@@ -152,7 +199,8 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
         game_ids=m["game_ids"],
         player_to_move=m["player_to_move"],
         meta=meta,
-        packed=packed,
+        layout=layout,
+        constant=constant,
     )
     _validate(out)
     return out
@@ -162,12 +210,18 @@ def _layout(path: Path, meta: dict[str, Any], members: dict[str, _Member]) -> st
     """The file's feature layout; without ``feature_layout`` (format 1) the member present decides."""
     layout = meta.get("feature_layout")
     if layout is None:
-        return LAYOUT_DENSE if "features" in members else LAYOUT_PACKBITS
+        if "features" in members:
+            return LAYOUT_DENSE
+        if "features_packed" in members:
+            return LAYOUT_PACKBITS
+        raise _bad(path, "feature_cells needs the metadata feature_layout='cells' (format_version 3)")
     if layout not in _FEATURE_MEMBER:
-        raise _bad(path, f"unknown feature_layout {layout!r} (expected 'dense' or 'packbits')")
-    member = _FEATURE_MEMBER[layout]
-    if member not in members:
-        raise _bad(path, f"missing arrays: {member} (feature_layout={layout!r})")
+        expected = ", ".join(map(repr, LAYOUTS))
+        raise _bad(path, f"unknown feature_layout {layout!r} (expected one of {expected})")
+    needed = [_FEATURE_MEMBER[layout], *([_CONSTANT] if layout == LAYOUT_CELLS else [])]
+    missing = [k for k in needed if k not in members]
+    if missing:
+        raise _bad(path, f"missing arrays: {', '.join(missing)} (feature_layout={layout!r})")
     return str(layout)
 
 
@@ -178,17 +232,18 @@ def _dim(path: Path, meta: dict[str, Any], key: str) -> int:
     return value
 
 
-def _check_features(
-    path: Path, feats: np.ndarray, packed: bool, meta: dict[str, Any]
-) -> tuple[int, int, int]:
+def _check_features(path: Path, feats: np.ndarray, layout: str, meta: dict[str, Any]) -> tuple[int, int, int]:
     """Validate the feature array against its layout and metadata; return the dense (C, H, W)."""
-    if packed:
+    if layout != LAYOUT_DENSE:
         h, w = _dim(path, meta, "feature_height"), _dim(path, meta, "feature_width")
-        if feats.dtype != np.uint8:
-            raise _bad(path, f"features_packed dtype {feats.dtype} not supported (uint8 expected)")
-        if feats.ndim != 3:
-            raise _bad(path, f"features_packed must be (N, C, ceil(H*W/8)), got {feats.shape}")
-        if feats.shape[2] != packed_width(h, w):
+        name = _FEATURE_MEMBER[layout]
+        packbits = layout == LAYOUT_PACKBITS
+        dtype, ndim, shape = (np.uint8, 3, "(N, C, ceil(H*W/8))") if packbits else (np.int16, 2, "(N, C)")
+        if feats.dtype != dtype:
+            raise _bad(path, f"{name} dtype {feats.dtype} not supported ({np.dtype(dtype)} expected)")
+        if feats.ndim != ndim:
+            raise _bad(path, f"{name} must be {shape}, got {feats.shape}")
+        if packbits and feats.shape[2] != packed_width(h, w):
             raise _bad(
                 path,
                 f"features_packed has {feats.shape[2]} bytes per plane, expected "
@@ -212,30 +267,31 @@ def _check_features(
     return c, h, w
 
 
-def packed_width(height: int, width: int) -> int:
-    """Bytes per packed plane: ceil(H*W/8)."""
-    return -(-(height * width) // 8)
-
-
-def pack_features(dense: np.ndarray) -> np.ndarray:
-    """Dense 0/1 planes (N, C, H, W) -> the ``packbits`` layout (N, C, ceil(H*W/8)) uint8."""
-    if dense.ndim != 4:
-        raise ValueError(f"dense features must be (N, C, H, W), got {dense.shape}")
-    if dense.size and not np.isin(dense, (0, 1)).all():  # packbits would turn 2 into 1 silently
-        raise ValueError("the packbits layout holds 0/1 planes only")
-    n, c, h, w = dense.shape
-    return np.packbits(np.asarray(dense, dtype=np.uint8).reshape(n, c, h * w), axis=-1)
-
-
-def unpack_features(packed: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The ``packbits`` layout (N, C, ceil(H*W/8)) uint8 -> dense 0/1 planes (N, C, H, W) uint8."""
-    if packed.dtype != np.uint8 or packed.ndim != 3:
-        raise ValueError(f"packed features must be uint8 (N, C, P), got {packed.dtype} {packed.shape}")
-    if packed.shape[2] != packed_width(height, width):
-        raise ValueError(f"{packed.shape[2]} bytes per plane, expected {packed_width(height, width)}")
-    n, c, _ = packed.shape
-    dense = np.unpackbits(packed, axis=-1, count=height * width)
-    return dense.reshape(n, c, height, width)
+def _read_constant(
+    path: Path, zf: zipfile.ZipFile, m: _Member, input_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """The cells layout's ``feature_constant``, checked against its header before it is read."""
+    c, h, w = input_shape
+    if m.dtype != np.uint8:
+        raise _bad(path, f"{_CONSTANT} dtype {m.dtype} not supported (uint8 expected)")
+    if len(m.shape) != 3 or m.shape[1:] != (h, w):
+        raise _bad(
+            path,
+            f"{_CONSTANT} must be (C, H, W) = ({c}, {h}, {w}) for feature_height={h} "
+            f"feature_width={w}, got {m.shape}",
+        )
+    if m.shape[0] != c:
+        raise _bad(path, f"{_CONSTANT} has {m.shape[0]} planes but feature_cells has {c}")
+    if m.info.compress_type != zipfile.ZIP_STORED:  # like every other member (see _memmap)
+        raise _bad(path, f"member {m.info.filename!r} is compressed; re-export with ZIP_STORED members")
+    try:
+        with zf.open(m.info) as fh:
+            const = np.lib.format.read_array(fh, allow_pickle=False)
+    except _READ_ERRORS as exc:
+        raise _bad(path, f"{_CONSTANT} unreadable ({exc})") from exc
+    if not np.isin(const, (0, 1)).all():
+        raise _bad(path, f"{_CONSTANT} values must be 0/1 (max {int(const.max())})")
+    return np.ascontiguousarray(const)
 
 
 def _read_scalars(path: Path, zf: zipfile.ZipFile, members: dict[str, _Member]) -> dict[str, Any]:
@@ -246,7 +302,7 @@ def _read_scalars(path: Path, zf: zipfile.ZipFile, members: dict[str, _Member]) 
         try:
             with zf.open(m.info) as fh:
                 value = np.lib.format.read_array(fh, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except _READ_ERRORS as exc:
             raise _bad(path, f"metadata {name!r} unreadable ({exc})") from exc
         meta[name] = value.item()
     return meta
@@ -352,7 +408,7 @@ def _load_legacy(path: Path) -> TrainingArrays:
     out = TrainingArrays(
         path=path,
         features=features,
-        input_shape=_check_features(path, features, False, meta),
+        input_shape=_check_features(path, features, LAYOUT_DENSE, meta),
         globals=globals_,
         values=values,
         values_mp=values_mp,

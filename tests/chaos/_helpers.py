@@ -381,7 +381,7 @@ def assert_npz_intact(path: Path) -> int:
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     n = len(arrays["policy_index"])
-    feats = "features_packed" if "features_packed" in arrays else "features"
+    feats = next(k for k in ("feature_cells", "features_packed", "features") if k in arrays)
     for name in (feats, "values", "game_ids"):
         assert len(arrays[name]) == n, (path, name)
     return n

@@ -158,7 +158,7 @@ def registry_rows(registry_db: Path) -> list[dict[str, Any]]:
 def assert_npz_whole(path: Path) -> int:
     """The NPZ loads completely (no torn file); returns its row count."""
     with np.load(path, allow_pickle=False) as z:
-        n = int(z["features_packed" if "features_packed" in z.files else "features"].shape[0])
+        n = int(z[next(k for k in ("feature_cells", "features_packed", "features") if k in z.files)].shape[0])
         for name in ("globals", "values", "values_mp", "policy_index", "game_ids", "move_numbers"):
             assert z[name].shape[0] == n, name
         return n

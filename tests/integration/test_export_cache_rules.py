@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from daemon.export.job import ExportError, ExportExit, cli_export, game_id_hash,
 from daemon.gamedb import Game
 from daemon.selfplay_sim import GameFactory, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
-from daemon.training.npzfile import open_training_file, unpack_features
+from daemon.training.npzfile import cells_to_dense, open_training_file
 
 KEY = "square8_3p"
 
@@ -86,10 +87,13 @@ def test_real_db_exports_exactly_the_usable_games_then_hits_then_misses(
     with np.load(first.output, allow_pickle=False) as z:
         ids = set(z["game_ids"].tolist())
         assert ids == {game_id_hash(g) for g in usable_ids(real_db)}
-        assert "features" not in z.files and str(z["feature_layout"]) == "packbits"
-        assert z["features_packed"].dtype == np.uint8
-        assert z["features_packed"].shape == (first.samples, 65, 8)  # 65 planes x ceil(64 / 8) bytes
-        assert int(z["format_version"]) == 2
+        assert "features" not in z.files and str(z["feature_layout"]) == "cells"
+        cells, const = z["feature_cells"], z["feature_constant"]
+        assert cells.dtype == np.int16 and cells.shape == (first.samples, 65)  # one cell index per plane
+        assert const.dtype == np.uint8 and const.shape == (65, 8, 8)
+        assert int(const[-1].sum()) == 64 and not const[:-1].any()  # the board mask, last
+        assert int(cells.min()) >= -1 and int(cells.max()) < 64 and (cells[:, -1] == -1).all()
+        assert int(z["format_version"]) == 3
         assert str(z["config_key"]) == KEY and int(z["num_players"]) == 3
         v = z["values_mp"]
         assert set(np.unique(v[:, :3]).tolist()) <= {-1.0, 0.0, 1.0} and np.all(v[:, 3] == 0)
@@ -212,14 +216,14 @@ def test_cli_json_bad_key_and_failure(
 
 
 class DenseCountsEncoder(MoveHistoryEncoder):
-    """A plug-in whose planes are counts, not bits: stored dense, never packed."""
+    """A plug-in whose planes are counts, not bits: stored dense, never as cells."""
 
     name = "dense-counts"
     feature_layout = "dense"
 
     def encode_game(self, game: Game, sample_every: int = 1) -> EncodedGame:
         out = MoveHistoryEncoder(self.history_length).encode_game(game, sample_every)
-        out.features = unpack_features(out.features, 8, 8) * np.uint8(3)
+        out.features = cells_to_dense(out.features, self.feature_constant("square8")) * np.uint8(3)
         return out
 
     encode_games = None  # type: ignore[assignment]  # per game only
@@ -229,7 +233,48 @@ def test_dense_plugin_encoder_exports_and_trains_dense(real_db: Path, tmp_path: 
     s = make_settings(tmp_path, real_db, encoder=f"{__name__}:DenseCountsEncoder")
     r = run_export(s, KEY)
     with np.load(r.output, allow_pickle=False) as z:
-        assert "features_packed" not in z.files and str(z["feature_layout"]) == "dense"
+        assert "feature_cells" not in z.files and "feature_constant" not in z.files
+        assert str(z["feature_layout"]) == "dense"
         assert z["features"].shape == (r.samples, 65, 8, 8) and int(z["features"].max()) == 3
     arrays = open_training_file(r.output)
     assert not arrays.packed and arrays.input_shape == (65, 8, 8)
+
+
+class CellsWithoutConstant(MoveHistoryEncoder):
+    name = "cells-no-constant"
+    feature_constant = None  # type: ignore[assignment]
+
+
+class CellsBadConstant(MoveHistoryEncoder):
+    name = "cells-bad-constant"
+
+    def feature_constant(self, board: str) -> np.ndarray:
+        return np.full((self.num_planes, 8, 8), 2, dtype=np.uint8)
+
+
+class CellsOutOfRange(MoveHistoryEncoder):
+    name = "cells-out-of-range"
+
+    def encode_games(self, games: Sequence[Game], sample_every: int = 1) -> EncodedGame:
+        out = super().encode_games(games, sample_every)
+        out.features[:, 0] = 64  # one past the last cell of square8
+        return out
+
+
+@pytest.mark.parametrize(
+    "cls, match",
+    [
+        ("CellsWithoutConstant", "cells layout needs feature_constant"),
+        ("CellsBadConstant", "feature_constant planes must be 0/1"),
+        ("CellsOutOfRange", r"feature_cells outside \[-1, 64\)"),
+    ],
+)
+def test_cells_plugin_that_breaks_the_layout_fails_and_keeps_the_output(
+    real_db: Path, tmp_path: Path, cls: str, match: str
+) -> None:
+    good = run_export(make_settings(tmp_path, real_db), KEY)
+    before = good.output.read_bytes()
+    s = make_settings(tmp_path, real_db, encoder=f"{__name__}:{cls}")
+    with pytest.raises(ExportError, match=match):
+        run_export(s, KEY)
+    assert good.output.read_bytes() == before

@@ -7,8 +7,10 @@ value = +1 for the mover when ``c`` is in the top half, else -1. Samples come in
 games of ``game_len`` consecutive rows with real-looking sha256-derived game ids.
 
 ``layout="packbits"`` writes the format-2 bit-packed layout (``features_packed`` +
-``feature_layout``/``feature_height``/``feature_width``) of the same planes; the default
-stays the format-1 dense file the older tests expect.
+``feature_layout``/``feature_height``/``feature_width``) of the same planes and
+``layout="cells"`` the format-3 cell-index layout (``feature_cells`` for the one-hot
+planes 0, 1, 3 + ``feature_constant`` holding the all-ones plane 2); the default stays
+the format-1 dense file the older tests expect.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from daemon.training.npzfile import pack_features
+from daemon.training.npzfile import dense_to_cells, pack_features
 
 
 def game_hash(game_id: str) -> int:
@@ -72,19 +74,21 @@ def write_synth_npz(
     *,
     grid: int = 8,
     seed: int = 0,
-    layout: Literal["dense", "packbits"] = "dense",
+    layout: Literal["dense", "packbits", "cells"] = "dense",
     format_version: int | None = None,
     **kw: float,
 ) -> Path:
     """Write ``n`` samples to ``path`` (ZIP_STORED members, like the export).
 
-    ``format_version`` defaults to 1 for dense (no layout metadata) and 2 for packbits;
-    dense with ``format_version=2`` adds ``feature_layout="dense"`` and the grid size.
+    ``format_version`` defaults to 1 for dense (no layout metadata), 2 for packbits and 3
+    for cells; dense with ``format_version=2`` adds ``feature_layout="dense"`` and the grid size.
     """
     arrays = synth_arrays(n, grid=grid, seed=seed, **kw)  # type: ignore[arg-type]
-    version = format_version if format_version is not None else (2 if layout == "packbits" else 1)
+    version = format_version if format_version is not None else {"packbits": 2, "cells": 3}.get(layout, 1)
     if layout == "packbits":
         arrays["features_packed"] = pack_features(arrays.pop("features"))
+    elif layout == "cells":
+        arrays["feature_cells"], arrays["feature_constant"] = dense_to_cells(arrays.pop("features"))
     cells = grid * grid
     layout_meta = {
         "feature_layout": np.array(layout),

@@ -14,7 +14,7 @@ from daemon.export.encoder import (
     load_encoder,
 )
 from daemon.gamedb import Game, Move
-from daemon.training.npzfile import unpack_features
+from daemon.training.npzfile import cells_to_dense
 
 SQ = None
 
@@ -67,8 +67,8 @@ def test_square_game_planes_policy_values() -> None:
     assert out.policy_index[2] == 64 + ((3 * 8 + 2) * 8 + 4) * 7 + 1
     assert out.policy_index[4] == 2 * 64 + 64 * 8 * 7 + 2  # pass: no_line_action
     assert out.policy_index.max() < b.policy_size
-    assert out.features.shape == (5, 33, 8)  # bit-packed: 64 cells -> 8 bytes per plane
-    f = unpack_features(out.features, 8, 8)
+    assert out.features.shape == (5, 33) and out.features.dtype == np.int16  # one cell index per plane
+    f = cells_to_dense(out.features, e.feature_constant("square8"))
     # sample 2 (seat 1 to move): own last move (h=0) was the placement at row 3 col 2
     assert f[2, 0, 3, 2] == 1 and f[2].sum() == 2 + 64  # own placement, opponent's placement, mask
     # sample 4 (seat 1): own last = movement from (3,2) to (5,4); opponent (slot 1) captured over (3,5)
@@ -121,12 +121,14 @@ def test_hex_board_cube_coordinates() -> None:
         mv(4, 1, "move_stack", (2, -2, 0), (3, -1, -2)),  # not a straight line
     ]
     out = MoveHistoryEncoder(4).encode_game(game(moves, board="hex8"))
-    assert out.features.shape == (3, 65, 11) and out.skipped == {MALFORMED: 2}  # ceil(81 / 8)
+    assert out.features.shape == (3, 65) and out.skipped == {MALFORMED: 2}
     b = board_layout("hex8")
     centre = int(b.ordinal[4 * 9 + 4])
     assert out.policy_index[0] == centre
     assert out.policy_index[2] == b.cells + (centre * 6 + 0) * 8 + 1
-    assert unpack_features(out.features, 9, 9)[0, -1].sum() == 61
+    const = MoveHistoryEncoder(4).feature_constant("hex8")
+    assert const.shape == (65, 9, 9) and const[-1].sum() == 61 and not const[:-1].any()
+    assert cells_to_dense(out.features, const)[0, -1].sum() == 61
 
 
 class NotAnEncoder:

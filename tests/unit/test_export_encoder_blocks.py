@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from daemon.export.encoder import MALFORMED, EncoderError, MoveHistoryEncoder
 from daemon.gamedb import Game, Move, parse_move
 from daemon.keys import geometry
-from daemon.training.npzfile import unpack_features
+from daemon.training.npzfile import cells_to_dense
 from tests.support.encoder_reference import ReferenceEncoder
 
 TYPES = [
@@ -79,9 +79,8 @@ def test_block_encoder_equals_reference(block: tuple[str, int, list[Game]], hl: 
     board, _, games = block
     out = MoveHistoryEncoder(hl).encode_games(games, every)
     refs = [ReferenceEncoder(hl).encode_game(g, every) for g in games]
-    grid = geometry(board).grid
-    assert out.features.shape[1:] == (16 * hl + 1, (grid * grid + 7) // 8)
-    dense = unpack_features(out.features, grid, grid)
+    assert out.features.shape[1:] == (16 * hl + 1,) and out.features.dtype == np.int16
+    dense = cells_to_dense(out.features, MoveHistoryEncoder(hl).feature_constant(board))
     assert np.array_equal(dense, np.concatenate([r.features for r in refs]))
     for name in ARRAYS:
         assert np.array_equal(getattr(out, name), np.concatenate([getattr(r, name) for r in refs])), name
@@ -98,7 +97,7 @@ def test_history_never_crosses_games() -> None:
     a = Game("a", 1, "square8", 2, "completed", 1, None, None, {}, [], place, None)
     b = Game("b", 2, "square8", 2, "completed", 1, None, None, {}, [], place[:1], None)
     out = MoveHistoryEncoder(2).encode_games([a, b])
-    first_of_b = unpack_features(out.features, 8, 8)[4]
+    first_of_b = cells_to_dense(out.features, MoveHistoryEncoder(2).feature_constant("square8"))[4]
     assert first_of_b[:-1].sum() == 0  # no history at a game's first move
 
 

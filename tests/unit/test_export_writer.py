@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.export.writer import ArraySpec, DiskFull, NpzStreamWriter, remove_stale_parts
+from daemon.export.writer import ArraySpec, DiskFull, ExportWriteError, NpzStreamWriter, remove_stale_parts
 
 SPECS = {
     "features": ArraySpec(np.dtype(np.uint8), (3, 4, 4)),
@@ -38,6 +38,19 @@ def test_roundtrip_stored_members_no_pickle(tmp_path: Path) -> None:
     with zipfile.ZipFile(out) as zf:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_whole_arrays_are_stored_beside_rows_and_objects_refused(tmp_path: Path) -> None:
+    out = tmp_path / "x.npz"
+    const = np.arange(48, dtype=np.uint8).reshape(3, 4, 4) % 2
+    write(out, 2).finish({"format_version": 3}, {"feature_constant": const})
+    with np.load(out, allow_pickle=False) as z:
+        assert np.array_equal(z["feature_constant"], const) and z["features"].shape == (3, 3, 4, 4)
+    before = out.read_bytes()
+    w = write(out, 1)
+    with pytest.raises(ExportWriteError, match="'bad'"):
+        w.finish({}, {"bad": np.array([{"x": 1}], dtype=object)})
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
 
 
 def test_zero_rows(tmp_path: Path) -> None:

@@ -1,0 +1,136 @@
+"""Parallel export: worker processes read and encode blocks of games; the parent writes them.
+
+With ``export.workers: N`` (N > 1) the exporting process lists the selected games
+(their merge keys only, no moves) in exactly the serial order, cuts that list into
+tasks of :data:`TASK_GAMES` games of one source, and N worker processes each read
+their task's games (``GameDB.iter_games(rowids=...)``) and encode them. The parent
+keeps at most ``2 x N`` tasks in flight and writes their rows in task order, so the
+file is byte-identical to a serial export and memory stays bounded.
+
+Workers come from the ``forkserver`` start method (never ``fork``: the service runs
+threads), which imports this module once per service process, so a later export
+pays only for forking warm workers. The pool lives for one export.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import multiprocessing
+from collections import deque
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.export.encoder import EncodedGame, load_encoder
+from daemon.gamedb import GameDB, SourceSnapshot
+
+TASK_GAMES = 128  # a task's rows stay small (square8: ~60K samples x 235 B per 1K games)
+Rows = tuple[list[str], EncodedGame]  # the game ids of one encoded block, and its rows
+
+
+class WorkerError(Exception):
+    """A worker's failure, re-raised in the parent (plain args: always picklable)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    path: str
+    config_key: str
+    upto_rowid: int
+    rowids: tuple[int, ...]  # in output order
+    encoder: str
+    history_length: int
+    sample_every: int
+
+
+def encode_task(task: Task) -> list[Rows]:
+    """Worker side: read exactly ``task.rowids`` and encode them, in the task's order."""
+    try:
+        encoder = load_encoder(task.encoder, task.history_length)
+        found = GameDB(Path(task.path)).iter_games(
+            task.config_key, upto_rowid=task.upto_rowid, rowids=task.rowids
+        )
+        by_rowid = {g.rowid: g for g in found}
+        # A game deleted since it was listed is skipped, as a serial export would.
+        games = [by_rowid[r] for r in task.rowids if r in by_rowid]
+        encode_games = getattr(encoder, "encode_games", None)
+        if encode_games is None:
+            return [([g.game_id], encoder.encode_game(g, task.sample_every)) for g in games]
+        return [([g.game_id for g in games], encode_games(games, task.sample_every))] if games else []
+    except Exception as e:  # re-raised by the parent; custom exception types may not unpickle
+        raise WorkerError(f"{type(e).__name__}: {e}") from None
+
+
+def plan_tasks(
+    db_paths: Sequence[Path],
+    snapshots: Mapping[str, SourceSnapshot],
+    key: str,
+    max_games: int | None,
+    *,
+    encoder: str,
+    history_length: int,
+    sample_every: int,
+) -> Iterator[Task]:
+    """Tasks covering the usable games of the snapshot in the serial export's order."""
+    streams: list[Iterator[tuple[str, int]]] = []
+    sources: list[tuple[str, int]] = []
+    for path in db_paths:
+        cs = snapshots[str(path)].configs.get(key)
+        if cs is None or cs.usable_games == 0:
+            continue
+        streams.append(
+            GameDB(path).iter_game_keys(key, upto_rowid=cs.watermark, newest_first=True, limit=max_games)
+        )
+        sources.append((str(path), cs.watermark))
+    # Tag each key with its source; the same merge key and tie order as the serial export.
+    tagged = [_tag(s, i) for i, s in enumerate(streams)]
+    merged = tagged[0] if len(tagged) == 1 else heapq.merge(*tagged, key=lambda t: t[:2], reverse=True)
+    try:
+        batch: list[int] = []
+        source = -1
+        for _, rowid, i in itertools.islice(merged, max_games):
+            if batch and (i != source or len(batch) >= TASK_GAMES):
+                yield _task(sources[source], key, batch, encoder, history_length, sample_every)
+                batch = []
+            batch.append(rowid)
+            source = i
+        if batch:
+            yield _task(sources[source], key, batch, encoder, history_length, sample_every)
+    finally:
+        for s in streams:  # close each source's read connection, even when stopping early
+            close = getattr(s, "close", None)
+            if close is not None:
+                close()
+
+
+def _tag(keys: Iterator[tuple[str, int]], source: int) -> Iterator[tuple[str, int, int]]:
+    for created, rowid in keys:
+        yield created, rowid, source
+
+
+def _task(
+    source: tuple[str, int], key: str, rowids: list[int], encoder: str, history_length: int, every: int
+) -> Task:
+    return Task(source[0], key, source[1], tuple(rowids), encoder, history_length, every)
+
+
+def parallel_rows(tasks: Iterator[Task], workers: int) -> Generator[Rows]:
+    """Encoded rows of ``tasks`` in order, from ``workers`` processes, at most 2 x workers in flight."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pending: deque[Future[list[Rows]]] = deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(encode_task, task))
+            if len(pending) >= 2 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    except BrokenProcessPool as e:
+        raise WorkerError(f"an export worker process died: {e}") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
