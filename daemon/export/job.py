@@ -27,7 +27,7 @@ import structlog
 
 from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import CELLS, DENSE, PACKBITS, EncodedGame, Encoder, EncoderError, load_encoder
-from daemon.export.tiers import ExportSettings, get_export_settings, take_snapshots
+from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
 from daemon.export.workers import TASK_GAMES, Rows, WorkerError, parallel_rows, plan_tasks
 from daemon.export.writer import ArraySpec, ExportWriteError, NpzStreamWriter
 from daemon.gamedb import Game, GameDB, GameDBError, SourceSnapshot
@@ -145,14 +145,10 @@ def _games(
     db_paths: Sequence[Path], snapshots: Mapping[str, SourceSnapshot], key: str, max_games: int | None
 ) -> Iterator[Game]:
     """Usable games of exactly the snapshot, newest first across sources, at most ``max_games``."""
-    iters: list[Iterator[Game]] = []
-    for path in db_paths:
-        cs = snapshots[str(path)].configs.get(key)
-        if cs is None or cs.usable_games == 0:
-            continue
-        iters.append(
-            GameDB(path).iter_games(key, upto_rowid=cs.watermark, newest_first=True, limit=max_games)
-        )
+    iters: list[Iterator[Game]] = [
+        GameDB(path).iter_games(key, upto_rowid=watermark, newest_first=True, limit=max_games)
+        for path, watermark in exported_sources(db_paths, snapshots, key)
+    ]
     try:
         merged = (
             iters[0]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.export.encoder import EncodedGame, load_encoder
+from daemon.export.tiers import exported_sources
 from daemon.gamedb import GameDB, SourceSnapshot
 
 TASK_GAMES = 128  # a task's rows stay small (square8: ~60K samples x 235 B per 1K games)
@@ -75,16 +76,11 @@ def plan_tasks(
     sample_every: int,
 ) -> Iterator[Task]:
     """Tasks covering the usable games of the snapshot in the serial export's order."""
-    streams: list[Iterator[tuple[str, int]]] = []
-    sources: list[tuple[str, int]] = []
-    for path in db_paths:
-        cs = snapshots[str(path)].configs.get(key)
-        if cs is None or cs.usable_games == 0:
-            continue
-        streams.append(
-            GameDB(path).iter_game_keys(key, upto_rowid=cs.watermark, newest_first=True, limit=max_games)
-        )
-        sources.append((str(path), cs.watermark))
+    sources = [(str(path), wm) for path, wm in exported_sources(db_paths, snapshots, key)]
+    streams = [
+        GameDB(Path(path)).iter_game_keys(key, upto_rowid=wm, newest_first=True, limit=max_games)
+        for path, wm in sources
+    ]
     # Tag each key with its source; the same merge key and tie order as the serial export.
     tagged = [_tag(s, i) for i, s in enumerate(streams)]
     merged = tagged[0] if len(tagged) == 1 else heapq.merge(*tagged, key=lambda t: t[:2], reverse=True)
