@@ -75,6 +75,26 @@ _PENDING_RECENT = 500
 _PENDING_SLICE = 1000
 
 
+# Distinct game_ids of game_moves without a games row, as a loose index scan.
+_ORPHANS_BY_INDEX = (
+    "WITH RECURSIVE ids(gid) AS (SELECT min(game_id) FROM game_moves UNION ALL"
+    " SELECT (SELECT m.game_id FROM game_moves m WHERE m.game_id > ids.gid ORDER BY m.game_id LIMIT 1)"
+    " FROM ids WHERE ids.gid IS NOT NULL)"
+    " SELECT gid FROM ids WHERE gid IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = ids.gid)"
+)
+
+
+def _leads_an_index(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether some index of ``table`` starts with ``column`` (so seeks by it are cheap)."""
+    for row in conn.execute(f"PRAGMA index_list({table})"):
+        quoted = '"' + str(row[1]).replace('"', '""') + '"'
+        cols = conn.execute(f"PRAGMA index_info({quoted})").fetchall()
+        if cols and cols[0][2] == column:
+            return True
+    return False
+
+
 class GameDBError(Exception):
     """A game database that cannot be read; names the file and the reason."""
 
@@ -202,6 +222,7 @@ class GameDB:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._moves_by_game = False  # set on open: an index leads with game_moves.game_id
         # Usable counts at the last successful refresh; survives a reset, so a file
         # replaced by a smaller one reports negative ``new_games``.
         self._prev_usable: dict[str, int] = {}
@@ -272,6 +293,7 @@ class GameDB:
             self._tables = frozenset(tables)
             self._game_cols = frozenset(gcols)
             self._move_cols = frozenset(mcols)
+            self._moves_by_game = _leads_an_index(conn, "game_moves", "game_id")
             self._schema_version = version
         except GameDBError:
             conn.close()
@@ -463,16 +485,18 @@ class GameDB:
             if top < self._moves_watermark:  # move rows deleted from the tail
                 self._moves_watermark = top
             return
-        # DISTINCT first, then one games lookup per game (not per move row).
-        new_ids = [
-            str(gid)
-            for (gid,) in conn.execute(
+        if self._moves_watermark == 0 and self._moves_by_game:
+            # First pass: hop from game to game along the game_id index (one seek per
+            # game) instead of reading every move row; the transaction bounds it at `top`.
+            rows = conn.execute(_ORPHANS_BY_INDEX)
+        else:  # DISTINCT first, then one games lookup per game (not per move row).
+            rows = conn.execute(
                 "SELECT gid FROM (SELECT DISTINCT game_id AS gid FROM game_moves"
                 " WHERE rowid > ? AND rowid <= ?)"
                 " WHERE NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = gid)",
                 (self._moves_watermark, top),
             )
-        ]
+        new_ids = [str(gid) for (gid,) in rows]
         for gid in new_ids:
             if gid not in self._orphans:
                 key = self._orphan_config(conn, gid)

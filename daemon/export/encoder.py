@@ -84,7 +84,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, runtime_checkable
@@ -108,8 +108,9 @@ from daemon.export.layout import (
     rays,
     seat_of,
 )
-from daemon.gamedb import Game, Move
+from daemon.gamedb import Game
 from daemon.keys import normalize_board
+from daemon.replay import MoveColumns
 
 # Re-exported: plug-ins and tests import these from here.
 __all__ = [
@@ -213,49 +214,53 @@ class MoveHistoryEncoder:
         out[-1] = geo.mask
         return out
 
-    def _moves(self, b: BoardLayout, moves: list[Move], n: int) -> tuple[npt.NDArray[Any], ...]:
-        """Per move: seat (0 = none), policy index (-1 = not a sample), 3 paint (plane, cell) pairs,
-        move number and phase index.
+    def _moves(self, b: BoardLayout, parts: Sequence[MoveColumns], n: int) -> tuple[npt.NDArray[Any], ...]:
+        """Per move of a block: seat (0 = none), policy index (-1 = not a sample), 3 paint
+        (plane, cell) pairs, move number and phase index.
 
-        The moves are transposed into columns in C (``zip``); each column is then one
-        ``map`` over a dict (distinct values are few), so no Python bytecode runs per move.
+        Each column is one ``map`` over a dict (distinct values are few) chained across
+        the block's games, so no Python bytecode runs per move.
         """
-        m = len(moves)
-        columns = zip(*moves, strict=True) if m else ((),) * 8  # Move is a tuple of 8 fields
-        numbers, players, phases, types, froms, tos, caps, valids = columns
+        m = sum(len(c) for c in parts)
+
+        def col(name: str) -> Iterator[Any]:
+            return itertools.chain.from_iterable(getattr(c, name) for c in parts)
+
         get = b.cell_of.get  # None -> -1; off the board -> -2 (default)
         off_board = itertools.repeat(-2)
-        to = np.fromiter(map(get, tos, off_board), dtype=np.int64, count=m)
-        fr = np.fromiter(map(get, froms, off_board), dtype=np.int64, count=m)
-        cap = np.fromiter(map(get, caps, off_board), dtype=np.int64, count=m)
-        groups = {t: move_group(t) for t in set(types)}
-        grp = np.fromiter(map(groups.__getitem__, types), dtype=np.int64, count=m)
-        if set(map(type, players)) <= {int}:  # the usual case: no bool, None or str seats
-            p = np.fromiter(players, dtype=np.int64, count=m)
+        to = np.fromiter(map(get, col("to_pos"), off_board), dtype=np.int64, count=m)
+        fr = np.fromiter(map(get, col("from_pos"), off_board), dtype=np.int64, count=m)
+        cap = np.fromiter(map(get, col("capture_target"), off_board), dtype=np.int64, count=m)
+        # group * 8 + pass index per distinct move type (a pass index is < 8): one map per block
+        kinds = {t: move_group(t) * 8 + pass_index(t) for t in set(col("move_types"))}
+        kind = np.fromiter(map(kinds.__getitem__, col("move_types")), dtype=np.int64, count=m)
+        grp = kind >> 3
+        if set(map(type, col("players"))) <= {int}:  # the usual case: no bool, None or str seats
+            p = np.fromiter(col("players"), dtype=np.int64, count=m)
             seat = np.where((p >= 1) & (p <= n), p, 0)
         else:
-            seat = np.fromiter(map(seat_of, players, itertools.repeat(n)), dtype=np.int64, count=m)
-        seat *= np.fromiter(valids, dtype=np.bool_, count=m)
-        move_number = np.fromiter(numbers, dtype=np.int32, count=m)
-        kinds = {p: _phase_index(p) for p in set(phases)}
-        phase = np.fromiter(map(kinds.__getitem__, phases), dtype=np.int64, count=m)
+            seat = np.fromiter(map(seat_of, col("players"), itertools.repeat(n)), dtype=np.int64, count=m)
+        if any(c.valid is not None for c in parts):
+            valid = itertools.chain.from_iterable(c.valid or (True,) * len(c) for c in parts)
+            seat *= np.fromiter(valid, dtype=np.bool_, count=m)
+        move_number = np.fromiter(col("move_numbers"), dtype=np.int32, count=m)
+        phases = {p: _phase_index(p) for p in set(col("phases"))}
+        phase = np.fromiter(map(phases.__getitem__, col("phases")), dtype=np.int64, count=m)
         pol = np.full(m, -1, dtype=np.int64)
-        pk = np.full((m, 3), -1, dtype=np.int64)
-        pc = np.zeros((m, 3), dtype=np.int64)
+        # paint[i, k]: the cell move i paints on its plane k (-1 = none); row m is "no move".
+        paint = np.full((m + 1, PLANES_PER_MOVE), -1, dtype=np.int16)
         ordinal = b.ordinal.astype(np.int64)
         ray_base = b.cells
         other_base = b.cells + b.cells * b.dirs * b.max_dist
         pass_base = other_base + b.cells
         live = seat > 0
         sel = live & (grp == PASS)
-        if sel.any():
-            idx = np.flatnonzero(sel)
-            pol[idx] = pass_base + np.array([pass_index(moves[i].move_type) for i in idx], dtype=np.int64)
+        pol[sel] = pass_base + (kind[sel] & 7)
         sel = live & (grp == PLACEMENT) & (to >= 0)
-        pol[sel], pk[sel, 0], pc[sel, 0] = ordinal[to[sel]], 0, to[sel]
+        pol[sel], paint[:m][sel, 0] = ordinal[to[sel]], to[sel]
         at = np.where(to != -1, to, fr)  # positional move: its to-cell, else its from-cell
         sel = live & (grp == OTHER) & (at >= 0)
-        pol[sel], pk[sel, 0], pc[sel, 0] = other_base + ordinal[at[sel]], 2, at[sel]
+        pol[sel], paint[:m][sel, 2] = other_base + ordinal[at[sel]], at[sel]
         ray = live & ((grp == MOVEMENT) | (grp == CAPTURE)) & (fr >= 0) & (to >= 0)
         ray &= ~((grp == CAPTURE) & (cap == -2))
         if ray.any():
@@ -263,10 +268,10 @@ class MoveHistoryEncoder:
             off[ray] = rays(b, fr[ray], to[ray])
             sel = off >= 0
             pol[sel] = ray_base + off[sel]
-            pk[sel, 0], pc[sel, 0], pk[sel, 1], pc[sel, 1] = 1, fr[sel], 2, to[sel]
+            paint[:m][sel, 1], paint[:m][sel, 2] = fr[sel], to[sel]
             sel &= (grp == CAPTURE) & (cap >= 0)
-            pk[sel, 2], pc[sel, 2] = 3, cap[sel]
-        return seat, pol, pk, pc, move_number, phase
+            paint[:m][sel, 3] = cap[sel]
+        return seat, pol, paint, move_number, phase
 
     def values_for(self, game: Game) -> npt.NDArray[np.float32]:
         n = game.num_players
@@ -294,12 +299,12 @@ class MoveHistoryEncoder:
         n, hl = games[0].num_players, self.history_length
         if any(g.num_players != n or board_layout(g.board_type) is not b for g in games):
             raise EncoderError("encode_games: the games of a block must share board and player count")
-        counts = np.array([len(g.moves) for g in games], dtype=np.int64)
-        moves = [mv for g in games for mv in g.moves]
+        parts = [MoveColumns.of(g.moves) for g in games]
+        counts = np.array([len(c) for c in parts], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         game_of = np.repeat(np.arange(len(games), dtype=np.int64), counts)
-        local = np.arange(len(moves), dtype=np.int64) - starts[game_of]
-        seat, pol, pk, pc, move_number, phase = self._moves(b, moves, n)
+        local = np.arange(int(counts.sum()), dtype=np.int64) - starts[game_of]
+        seat, pol, paint, move_number, phase = self._moves(b, parts, n)
         positions = np.flatnonzero(local % sample_every == 0)
         ok = pol[positions] >= 0
         skipped = {MALFORMED: int((~ok).sum())} if not ok.all() else {}
@@ -307,8 +312,9 @@ class MoveHistoryEncoder:
         s = len(pos)
         mover = seat[pos]
         first = starts[game_of[pos]]  # each sample's game start: history never crosses games
-        # hist[q, j, h]: index of seat q+1's h-th most recent move before sample j (-1 = none).
-        hist = np.full((n, s, hl), -1, dtype=np.int64)
+        # hist[q, j, h]: index of seat q+1's h-th most recent move before sample j.
+        none = len(seat)  # the "no move" row of paint
+        hist = np.full((n, s, hl), none, dtype=np.int64)
         own = np.zeros(s, dtype=np.int64)
         for q in range(n):
             idx = np.flatnonzero(seat == q + 1)
@@ -319,19 +325,17 @@ class MoveHistoryEncoder:
             own[mine] = (cnt - base)[mine]
             for h in range(hl):
                 j = cnt - 1 - h
-                hist[q, :, h] = np.where(j >= base, idx[np.maximum(j, 0)], -1)
+                hist[q, :, h] = np.where(j >= base, idx[np.maximum(j, 0)], none)
         # Each move-history plane holds at most one cell: store its index (-1 = empty).
-        cells = np.full((s, self.num_planes), -1, dtype=np.int16)
+        # Slot r (0 = the mover) of sample j shows seat (mover - 1 + r) % n; column
+        # t = r * hl + h of `hm` is that seat's h-th most recent move (len(seat) = none),
+        # and planes 4t..4t+3 of the sample are that move's paint row.
         rows = np.arange(s)
-        for r in range(min(n, SEAT_SLOTS)):
-            seat_of = (mover - 1 + r) % n
-            for h in range(hl):
-                m = hist[seat_of, rows, h]
-                have = m >= 0
-                mm = np.where(have, m, 0)
-                k = pk[mm]  # (s, 3)
-                sj, e = np.nonzero((k >= 0) & have[:, None])
-                cells[sj, (r * hl + h) * PLANES_PER_MOVE + k[sj, e]] = pc[mm[sj], e]
+        slots = min(n, SEAT_SLOTS)
+        slot_seat = (mover[:, None] - 1 + np.arange(slots)) % n
+        hm = hist[slot_seat[:, :, None], rows[:, None, None], np.arange(hl)].reshape(s, slots * hl)
+        cells = np.full((s, self.num_planes), -1, dtype=np.int16)
+        cells[:, : slots * hl * PLANES_PER_MOVE] = paint[hm].reshape(s, slots * hl * PLANES_PER_MOVE)
         glob = np.zeros((s, NUM_GLOBALS), dtype=np.float32)
         mpg = b.geo.moves_per_game
         move_numbers = move_number[pos]
@@ -340,7 +344,15 @@ class MoveHistoryEncoder:
         glob[:, 5 + n - 2] = 1.0
         glob[rows, 8 + phase[pos]] = 1.0
         glob[:, 16] = np.minimum(own / mpg, 1.0)
-        vmp = np.stack([self.values_for(g) for g in games])
+        outcomes: dict[tuple[Any, ...], npt.NDArray[np.float32]] = {}  # few distinct outcomes per block
+        rows_of: list[npt.NDArray[np.float32]] = []
+        for g in games:
+            o = (g.num_players, g.winner, None if g.ranking is None else tuple(g.ranking))
+            v = outcomes.get(o)
+            if v is None:
+                v = outcomes[o] = self.values_for(g)
+            rows_of.append(v)
+        vmp = np.stack(rows_of)
         gi = game_of[pos]
         return EncodedGame(
             features=cells,

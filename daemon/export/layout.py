@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.keys import BoardGeometry, geometry
+from daemon.replay import JsonPos, PosKey
 
 PASS_TYPES = ("no_placement_action", "no_movement_action", "no_line_action", "no_territory_action")
 SQUARE_DIRS = ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))  # (dcol, drow)
@@ -31,7 +32,7 @@ class BoardLayout:
     max_dist: int
     ordinal: npt.NDArray[np.int32]  # flat grid index -> cell ordinal (-1 off board)
     positions: dict[tuple[int, int, int | None], int]  # board position -> flat grid index
-    cell_of: dict[tuple[int, int, int | None] | None, int]  # positions, and None (no position) -> -1
+    cell_of: dict[PosKey, int]  # positions (as tuples and as JsonPos), and None (no position) -> -1
     dir_table: npt.NDArray[np.int64]  # [dcol + 1, drow + 1] -> direction index (-1 none)
 
     @property
@@ -52,8 +53,9 @@ def board_layout(board: str) -> BoardLayout:
         positions[(x, y, z)] = int(flat)
         if z is not None:
             positions[(x, y, None)] = int(flat)
-    cell_of: dict[tuple[int, int, int | None] | None, int] = {None: -1}
+    cell_of: dict[PosKey, int] = {None: -1}
     cell_of.update(positions.items())
+    cell_of.update((JsonPos(*pos), flat) for pos, flat in positions.items())
     dirs = HEX_DIRS if geo.is_hex else SQUARE_DIRS
     table = np.full((3, 3), -1, dtype=np.int64)
     for i, (dc, dr) in enumerate(dirs):

@@ -220,3 +220,45 @@ def test_concurrent_writer_process_converges(tmp_path: Path) -> None:
         assert cs.skipped.as_dict() == again.configs[key].skipped.as_dict(), key
     assert res.configs["square8_2p"].usable_games == want["square8_2p"]
     assert res.configs["square8_3p"].usable_games == 9
+
+
+def test_first_orphan_scan_by_index_equals_a_full_scan(tmp_path: Path) -> None:
+    # The first pass hops along the game_id index; a table without that index is
+    # scanned row by row. Both must find the same orphans, and later passes the new ones.
+    db = tmp_path / "indexed.db"
+    write_games(db, "square8_2p", 40, seed=3)
+    c = sqlite3.connect(db)
+    with c:
+        gids = [r[0] for r in c.execute("SELECT game_id FROM games ORDER BY rowid LIMIT 3")]
+        c.executemany("DELETE FROM games WHERE game_id = ?", [(g,) for g in gids])  # their moves stay
+        c.execute(
+            "INSERT INTO game_moves(game_id, move_number, turn_number, player, phase, move_type, move_json)"
+            " VALUES ('~last', 0, 0, 1, 'ring_placement', 'place_ring', '{}')"
+        )
+    c.close()
+    plain = tmp_path / "plain.db"
+    src, dst = sqlite3.connect(db), sqlite3.connect(plain)
+    src.backup(dst)  # a consistent copy, whatever is still in the WAL
+    src.close()
+    with dst:
+        dst.execute("CREATE TABLE gm AS SELECT * FROM game_moves")
+        dst.execute("DROP TABLE game_moves")
+        dst.execute("ALTER TABLE gm RENAME TO game_moves")
+    dst.close()
+    a, b = GameDB(db), GameDB(plain)
+    try:
+        want = tuple(sorted([*gids, "~last"]))
+        assert a.refresh().orphans == b.refresh().orphans == want
+        assert a._moves_by_game and not b._moves_by_game
+        for path in (db, plain):
+            c = sqlite3.connect(path)
+            with c:
+                c.execute(
+                    "INSERT INTO game_moves(game_id, move_number, turn_number, player, phase, move_type,"
+                    " move_json) VALUES ('0-new', 0, 0, 1, 'ring_placement', 'place_ring', '{}')"
+                )
+            c.close()
+        assert a.refresh().orphans == b.refresh().orphans == tuple(sorted([*want, "0-new"]))
+    finally:
+        a.close()
+        b.close()

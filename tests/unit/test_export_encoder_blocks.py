@@ -7,6 +7,9 @@ globals, values and skip counts for any block of games, on every board.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 from daemon.export.encoder import MALFORMED, EncoderError, MoveHistoryEncoder
 from daemon.gamedb import Game, Move, parse_move
 from daemon.keys import geometry
+from daemon.replay import JsonPos, MoveColumns
 from daemon.training.npzfile import cells_to_dense
 from tests.support.encoder_reference import ReferenceEncoder
 
@@ -90,6 +94,26 @@ def test_block_encoder_equals_reference(block: tuple[str, int, list[Game]], hl: 
     # One game at a time gives the same rows as the block.
     single = [MoveHistoryEncoder(hl).encode_game(g, every) for g in games]
     assert np.array_equal(out.features, np.concatenate([s.features for s in single]))
+    # The same games with their moves as columns of decoded positions (the database path).
+    cols = MoveHistoryEncoder(hl).encode_games([replace(g, moves=_columns(g.moves)) for g in games], every)
+    for name in ("features", *ARRAYS, "game_index"):
+        assert np.array_equal(getattr(cols, name), getattr(out, name)), name
+
+
+def _columns(moves: Sequence[Move]) -> MoveColumns:
+    def js(p: tuple[int, int, int | None] | None) -> JsonPos | None:
+        return None if p is None else JsonPos(*p)
+
+    return MoveColumns(
+        [m.move_number for m in moves],
+        [m.player for m in moves],
+        [m.phase for m in moves],
+        [m.move_type for m in moves],
+        [js(m.from_pos) for m in moves],
+        [js(m.to_pos) for m in moves],
+        [js(m.capture_target) for m in moves],
+        [m.valid for m in moves],
+    )
 
 
 def test_history_never_crosses_games() -> None:

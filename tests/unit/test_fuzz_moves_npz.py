@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from daemon.export.encoder import MALFORMED, MoveHistoryEncoder
 from daemon.gamedb import Game, Move, parse_move
 from daemon.keys import ALL_CONFIG_KEYS, parse_config_key
+from daemon.replay import moves_from_rows
 from daemon.training.exitcodes import ExitCode, TrainerError
 from daemon.training.npzfile import open_training_file
 from tests.support.npz_synth import write_synth_npz
@@ -256,3 +257,69 @@ def test_nan_in_float_arrays_is_bad_data(tmp_path: Path, name: str) -> None:
     arr.reshape(-1)[::5] = np.nan
     arrays[name] = arr
     _bad_data(_write(tmp_path / "nan.npz", arrays), "NaN")
+
+
+# -- move columns: the export's read path ---------------------------------------------------
+
+row_lists = st.lists(
+    st.tuples(raw_moves, st.integers(-2, 6), st.one_of(st.none(), st.text(max_size=5)), move_types),
+    max_size=12,
+)
+
+
+@FAST
+@given(row_lists, st.booleans())
+def test_move_columns_equal_parse_move_row_by_row(
+    rows: list[tuple[Any, int, str | None, str]], clean: bool
+) -> None:
+    # The columnar reader (one decoder map over a game's rows) must give exactly the
+    # moves parse_move gives one row at a time, for any mix of odd and malformed rows.
+    if clean:  # mostly the common case: every row well-formed
+        rows = [
+            (orjson.dumps({"type": "move_stack", "to": {"x": i, "y": 1}}), p, ph, t)
+            for i, (_, p, ph, t) in enumerate(rows)
+        ]
+    full = [(i + 1, p, ph, t, raw) for i, (raw, p, ph, t) in enumerate(rows)]
+    cols = moves_from_rows(full)
+    expect = [parse_move(*r) for r in full]
+    assert list(cols) == expect and cols == expect and len(cols) == len(expect)
+    assert [cols[i] for i in range(-len(expect), len(expect))] == expect * 2
+    assert cols[1:3] == expect[1:3]
+    with pytest.raises(IndexError):
+        cols[len(expect)]
+
+
+@FAST
+@given(st.sampled_from(ALL_CONFIG_KEYS), row_lists, st.integers(1, 3))
+def test_encoder_same_rows_from_columns_and_from_moves(
+    key: str, rows: list[tuple[Any, int, str | None, str]], every: int
+) -> None:
+    full = [(i + 1, p, ph, t, raw) for i, (raw, p, ph, t) in enumerate(rows)]
+    enc = MoveHistoryEncoder(history_length=2)
+    a = enc.encode_game(_game(key, moves_from_rows(full), 1), every)  # type: ignore[arg-type]
+    b = enc.encode_game(_game(key, [parse_move(*r) for r in full], 1), every)
+    for name in (
+        "features",
+        "globals",
+        "values",
+        "values_mp",
+        "policy_index",
+        "move_numbers",
+        "player_to_move",
+    ):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.skipped == b.skipped
+
+
+def test_move_columns_fall_back_per_row_for_a_game_with_one_bad_row() -> None:
+    good = orjson.dumps({"type": "move_stack", "from": {"x": 1, "y": 2}, "to": {"x": 1, "y": 4}})
+    rows = [
+        (1, 1, "movement", "move_stack", good),
+        (2, 2, "movement", "", b"{not json"),
+        (3, 1, None, None, good),
+    ]
+    cols = moves_from_rows(rows)
+    assert [m.valid for m in cols] == [True, False, True]
+    assert cols[0].from_pos == (1, 2, None) and cols[1].to_pos is None
+    assert cols[2].move_type == "move_stack"  # no move_type column value: the JSON "type"
+    assert moves_from_rows([]) == [] and len(moves_from_rows([])) == 0
