@@ -1,6 +1,6 @@
 """Export throughput vs a raw scan of the same move rows, peak RSS at two sizes, cache-hit cost.
 
-``python -m bench.export_throughput [--games 2000] [--hex-games 150] [--rss-sizes 1000,4000]
+``python -m bench.export_throughput [--games 2000] [--hex-games 2000] [--rss-sizes 1000,4000]
 [--rounds 3] [--workers 2]`` prints one JSON object. Synthetic databases come from ``daemon.selfplay_sim``.
 
 * ``raw_scan``: ``SELECT move_json FROM game_moves`` joined to exactly the games
@@ -172,10 +172,10 @@ def rss(tmp: Path, key: str, games: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--games", type=int, default=2000)
-    p.add_argument("--hex-games", type=int, default=150)
+    p.add_argument("--hex-games", type=int, default=2000)
     p.add_argument("--rss-sizes", default="1000,4000")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workers", type=int, default=2, help="export.workers of the parallel runs")
+    p.add_argument("--workers", type=int, default=2, help="export.workers of the parallel runs (the default)")
     a = p.parse_args(argv)
     configure_logging("WARNING", json=True)  # stdout carries only the result object
     with tempfile.TemporaryDirectory(prefix="bench_export_") as d:
@@ -192,11 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             "growth_mb": round(runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"], 1),
             "games_ratio": round(runs[-1]["games"] / max(runs[0]["games"], 1), 2),
         }
-        sq = result["square8_2p"]
+        sq, hx = result["square8_2p"], result["hexagonal_2p"]
         result["targets"] = {
-            "export_le_4x_raw_scan": sq["ratio_export_to_raw_scan"] <= 4.0,
-            "export_workers_le_4x_raw_scan": sq["ratio_export_workers_to_raw_scan"] <= 4.0,
-            "square8_ge_1000_games_per_s": sq["games_per_second"] >= 1000,
+            # The service's export: export.workers (default 2) worker processes.
+            "export_le_4x_raw_scan": max(
+                sq["ratio_export_workers_to_raw_scan"], hx["ratio_export_workers_to_raw_scan"]
+            )
+            <= 4.0,
+            "square8_ge_1000_games_per_s": sq["games_per_second"] >= 1000,  # one process: one core
             "peak_rss_lt_1gb": all(r["peak_rss_mb"] < 1024 for r in runs),
             "cache_hit_warm_lt_20ms": sq["cache_hit_warm_ms"] < 20,
         }

@@ -8,7 +8,6 @@ snapshot, so a game that arrives during an export makes the next check a miss.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import itertools
 import json
@@ -27,8 +26,9 @@ import structlog
 
 from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import CELLS, DENSE, PACKBITS, EncodedGame, Encoder, EncoderError, load_encoder
+from daemon.export.rows import RowsError, check_encoded, row_arrays
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
-from daemon.export.workers import TASK_GAMES, Rows, WorkerError, parallel_rows, plan_tasks
+from daemon.export.workers import TASK_GAMES, Output, WorkerError, parallel_segments, plan_tasks
 from daemon.export.writer import ArraySpec, ExportWriteError, NpzStreamWriter
 from daemon.gamedb import Game, GameDB, GameDBError, SourceSnapshot
 from daemon.keys import InvalidConfigKey, geometry, parse_config_key, validate_config_key
@@ -47,6 +47,7 @@ BLOCK_MOVES = 4096
 BLOCK_GAMES = 256
 GAME_FILTER = "status in (completed, finished) and winner is not null; newest first"
 Progress = Callable[[int, int], None]
+Rows = tuple[list[str], EncodedGame]  # the game ids of one encoded block, and its rows
 
 
 class ExportExit(IntEnum):
@@ -86,11 +87,6 @@ class ExportResult:
             "seconds": round(self.seconds, 3),
             "reason": self.reason,
         }
-
-
-def game_id_hash(game_id: str) -> int:
-    """Signed int64 from the first 8 bytes (big-endian) of sha256(game_id)."""
-    return int.from_bytes(hashlib.sha256(game_id.encode()).digest()[:8], "big", signed=True)
 
 
 def feature_layout(encoder: Encoder) -> str:
@@ -181,22 +177,6 @@ def _serial_rows(games: Iterator[Game], encoder: Encoder, sample_every: int) -> 
         yield [g.game_id for g in block], encode_games(block, sample_every)
 
 
-def _check_encoded(
-    encoder: Encoder, enc: Any, specs: Mapping[str, ArraySpec], policy_size: int, gid: str, cells: int
-) -> None:
-    where = f"encoder {encoder.name!r} v{encoder.version}, game {gid}"
-    f = getattr(enc, "features", None)
-    spec = next(iter(specs.values()))  # the feature array comes first
-    if not isinstance(f, np.ndarray) or f.dtype != spec.dtype or f.shape[1:] != spec.row_shape:
-        got = (getattr(f, "dtype", None), getattr(f, "shape", None))
-        raise ExportError(f"{where}: features must be {spec.dtype} rows of {spec.row_shape}, got {got}")
-    if "feature_cells" in specs and f.size and (int(f.min()) < -1 or int(f.max()) >= cells):
-        raise ExportError(f"{where}: feature_cells outside [-1, {cells})")
-    p = enc.policy_index
-    if len(p) and (int(p.min()) < 0 or int(p.max()) >= policy_size):
-        raise ExportError(f"{where}: policy_index outside [0, {policy_size})")
-
-
 def feature_constant(encoder: Encoder, board: str) -> npt.NDArray[np.uint8]:
     """The validated ``feature_constant`` planes of a ``cells`` encoder: uint8 0/1 (C, H, W)."""
     g = geometry(board).grid
@@ -246,26 +226,11 @@ def _export(
     games = 0
     reported = 0
 
-    def write(game_ids: list[str], enc: EncodedGame) -> None:
+    def tally(n_games: int, skips: Mapping[str, int]) -> None:
         nonlocal games, reported
-        _check_encoded(encoder, enc, specs, policy_size, game_ids[0], grid * grid)
-        for name, count in enc.skipped.items():
-            skipped[name] = skipped.get(name, 0) + count
-        hashes = np.array([game_id_hash(g) for g in game_ids], dtype=np.int64)
-        gi = enc.game_index if enc.game_index is not None else np.zeros(len(enc.policy_index), np.int32)
-        writer.append(
-            {
-                feature_key: enc.features,
-                "globals": enc.globals,
-                "values": enc.values,
-                "values_mp": enc.values_mp,
-                "policy_index": enc.policy_index,
-                "game_ids": hashes[gi],
-                "move_numbers": enc.move_numbers,
-                "player_to_move": enc.player_to_move,
-            }
-        )
-        games += len(game_ids)
+        for name, c in skips.items():
+            skipped[name] = skipped.get(name, 0) + c
+        games += n_games
         if progress is not None and (games - reported >= 64 or games == target):
             reported = games
             progress(games, target)
@@ -281,12 +246,23 @@ def _export(
                 history_length=int(params["history_length"]),
                 sample_every=es.sample_every,
             )
-            rows: Generator[Rows] = parallel_rows(tasks, workers)
+
+            def task_output(i: int) -> Output:
+                path = str(writer.segment_path(str(i)))
+                return Output(path, tuple(specs.items()), policy_size, grid * grid)
+
+            done = parallel_segments(tasks, workers, task_output)
+            with contextlib.closing(done):  # a failed write stops the workers now
+                for d in done:
+                    writer.adopt(d.segment)
+                    tally(d.games, d.skipped)
         else:
             rows = _serial_rows(_games(db_paths, snapshots, key, es.max_games), encoder, es.sample_every)
-        with contextlib.closing(rows):  # a failed write stops the workers now
-            for game_ids, enc in rows:
-                write(game_ids, enc)
+            with contextlib.closing(rows):  # closes the source connections now, even on failure
+                for game_ids, enc in rows:
+                    check_encoded(encoder, enc, specs, policy_size, game_ids[0], grid * grid)
+                    writer.append(row_arrays(feature_key, game_ids, enc))
+                    tally(len(game_ids), enc.skipped)
         meta: dict[str, Any] = {
             "board_type": board,
             "config_key": key,
@@ -407,7 +383,7 @@ def run_export(
         )
         if isinstance(e, ExportError):
             raise
-        if isinstance(e, (GameDBError, EncoderError, ExportWriteError, WorkerError, OSError)):
+        if isinstance(e, (GameDBError, EncoderError, ExportWriteError, WorkerError, RowsError, OSError)):
             raise ExportError(str(e)) from e
         raise ExportError(f"{type(e).__name__}: {e}") from e
     result = ExportResult(

@@ -3,9 +3,11 @@
 With ``export.workers: N`` (N > 1) the exporting process lists the selected games
 (their merge keys only, no moves) in exactly the serial order, cuts that list into
 tasks of :data:`TASK_GAMES` games of one source, and N worker processes each read
-their task's games (``GameDB.iter_games(rowids=...)``) and encode them. The parent
-keeps at most ``2 x N`` tasks in flight and writes their rows in task order, so the
-file is byte-identical to a serial export and memory stays bounded.
+their task's games (``GameDB.iter_games(rowids=...)``), encode them and write the
+rows to a segment file beside the output (under the writer's temporary prefix, so
+a failed export removes it). The parent keeps at most ``2 x N`` tasks in flight and
+adopts the segments in task order, so the file is byte-identical to a serial export,
+memory stays bounded, and no rows cross a pipe.
 
 Workers come from the ``forkserver`` start method (never ``fork``: the service runs
 threads), which imports this module once per service process, so a later export
@@ -18,18 +20,19 @@ import heapq
 import itertools
 import multiprocessing
 from collections import deque
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.export.encoder import EncodedGame, load_encoder
+from daemon.export.encoder import load_encoder
+from daemon.export.rows import check_encoded, row_arrays
 from daemon.export.tiers import exported_sources
+from daemon.export.writer import ArraySpec, Segment, write_segment
 from daemon.gamedb import GameDB, SourceSnapshot
 
-TASK_GAMES = 128  # a task's rows stay small (square8: ~60K samples x 235 B per 1K games)
-Rows = tuple[list[str], EncodedGame]  # the game ids of one encoded block, and its rows
+TASK_GAMES = 128  # a task's rows stay small (square8: ~7K samples x 235 B)
 
 
 class WorkerError(Exception):
@@ -47,8 +50,25 @@ class Task:
     sample_every: int
 
 
-def encode_task(task: Task) -> list[Rows]:
-    """Worker side: read exactly ``task.rowids`` and encode them, in the task's order."""
+@dataclass(frozen=True)
+class Output:
+    """Where a task's rows go and what they must satisfy (the parent writer's specs)."""
+
+    path: str  # the segment file to create
+    specs: tuple[tuple[str, ArraySpec], ...]
+    policy_size: int
+    cells: int  # grid cells: feature_cells must be in [-1, cells)
+
+
+@dataclass(frozen=True)
+class Done:
+    segment: Segment
+    games: int
+    skipped: dict[str, int]
+
+
+def encode_task(task: Task, out: Output) -> Done:
+    """Worker side: read exactly ``task.rowids``, encode them in order, write one segment."""
     try:
         encoder = load_encoder(task.encoder, task.history_length)
         found = GameDB(Path(task.path)).iter_games(
@@ -59,8 +79,19 @@ def encode_task(task: Task) -> list[Rows]:
         games = [by_rowid[r] for r in task.rowids if r in by_rowid]
         encode_games = getattr(encoder, "encode_games", None)
         if encode_games is None:
-            return [([g.game_id], encoder.encode_game(g, task.sample_every)) for g in games]
-        return [([g.game_id for g in games], encode_games(games, task.sample_every))] if games else []
+            blocks = [([g.game_id], encoder.encode_game(g, task.sample_every)) for g in games]
+        else:
+            blocks = [([g.game_id for g in games], encode_games(games, task.sample_every))] if games else []
+        specs = dict(out.specs)
+        feature_key = next(iter(specs))
+        skipped: dict[str, int] = {}
+        arrays = []
+        for ids, enc in blocks:
+            check_encoded(encoder, enc, specs, out.policy_size, ids[0], out.cells)
+            arrays.append(row_arrays(feature_key, ids, enc))
+            for name, count in enc.skipped.items():
+                skipped[name] = skipped.get(name, 0) + count
+        return Done(write_segment(Path(out.path), specs, arrays), len(games), skipped)
     except Exception as e:  # re-raised by the parent; custom exception types may not unpickle
         raise WorkerError(f"{type(e).__name__}: {e}") from None
 
@@ -113,20 +144,25 @@ def _task(
     return Task(source[0], key, source[1], tuple(rowids), encoder, history_length, every)
 
 
-def parallel_rows(tasks: Iterator[Task], workers: int) -> Generator[Rows]:
-    """Encoded rows of ``tasks`` in order, from ``workers`` processes, at most 2 x workers in flight."""
+def parallel_segments(
+    tasks: Iterator[Task], workers: int, output: Callable[[int], Output]
+) -> Generator[Done]:
+    """Tasks done by ``workers`` processes, in task order, at most 2 x workers in flight.
+
+    ``output(i)`` says where task ``i`` writes its rows.
+    """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    pending: deque[Future[list[Rows]]] = deque()
+    pending: deque[Future[Done]] = deque()
     try:
-        for task in tasks:
-            pending.append(pool.submit(encode_task, task))
+        for i, task in enumerate(tasks):
+            pending.append(pool.submit(encode_task, task, output(i)))
             if len(pending) >= 2 * workers:
-                yield from pending.popleft().result()
+                yield pending.popleft().result()
         while pending:
-            yield from pending.popleft().result()
+            yield pending.popleft().result()
     except BrokenProcessPool as e:
         raise WorkerError(f"an export worker process died: {e}") from None
-    finally:
+    finally:  # waits for running tasks, so the caller's cleanup sees every segment file
         pool.shutdown(wait=True, cancel_futures=True)

@@ -14,7 +14,8 @@ import pytest
 
 from daemon.export.cache import ExportCache
 from daemon.export.encoder import EncodedGame, MoveHistoryEncoder
-from daemon.export.job import ExportError, ExportExit, cli_export, game_id_hash, run_export
+from daemon.export.job import ExportError, ExportExit, cli_export, run_export
+from daemon.export.rows import game_id_hash
 from daemon.gamedb import Game
 from daemon.selfplay_sim import GameFactory, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping

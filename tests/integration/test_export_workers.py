@@ -60,7 +60,7 @@ def test_small_exports_stay_in_process(
     sources: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fewer games than one task per worker: starting workers would cost more than it saves.
-    monkeypatch.setattr(job, "parallel_rows", None)  # would raise if called
+    monkeypatch.setattr(job, "parallel_segments", None)  # would raise if called
     r = run_export(settings(tmp_path, sources[1:], 2), KEY, now=NOW)
     assert 0 < r.games < 2 * TASK_GAMES
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from daemon.export.writer import ArraySpec, DiskFull, ExportWriteError, NpzStreamWriter, remove_stale_parts
+from daemon.export.writer import (
+    ArraySpec,
+    DiskFull,
+    ExportWriteError,
+    HashingSink,
+    NpzStreamWriter,
+    remove_stale_parts,
+)
 
 SPECS = {
     "features": ArraySpec(np.dtype(np.uint8), (3, 4, 4)),
@@ -29,7 +38,8 @@ def write(out: Path, blocks: int, **kw: object) -> NpzStreamWriter:
 def test_roundtrip_stored_members_no_pickle(tmp_path: Path) -> None:
     out = tmp_path / "x.npz"
     size, digest = write(out, 4).finish({"board_type": "square8", "num_players": 2, "ratio": 0.5})
-    assert out.stat().st_size == size and len(digest) == 64
+    # The digest is taken while streaming; it must be exactly the file's.
+    assert out.stat().st_size == size and digest == hashlib.sha256(out.read_bytes()).hexdigest()
     with np.load(out, allow_pickle=False) as z:
         assert z["features"].shape == (10, 3, 4, 4) and z["features"].dtype == np.uint8
         assert z["values"].tolist() == [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]
@@ -37,6 +47,7 @@ def test_roundtrip_stored_members_no_pickle(tmp_path: Path) -> None:
         assert int(z["num_players"]) == 2 and float(z["ratio"]) == 0.5
     with zipfile.ZipFile(out) as zf:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+        assert zf.testzip() is None  # every member's CRC (from the central directory) checks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
 
 
@@ -93,3 +104,20 @@ def test_stale_parts_of_dead_writers_removed(tmp_path: Path) -> None:
     other.write_bytes(b"junk")
     assert remove_stale_parts(out) == [dead]
     assert other.exists()
+
+
+def test_hashing_sink_streams_and_stops_its_thread(tmp_path: Path) -> None:
+    path = tmp_path / "h.bin"
+    chunks = [b"x" * 5, bytearray(b"yz"), memoryview(b"0123456789")[2:6], b"", b"q" * (5 << 20)]
+    with open(path, "wb") as fh, HashingSink(fh) as sink:
+        assert not sink.seekable()
+        for c in chunks:
+            sink.write(c)
+        assert sink.tell() == sum(len(bytes(c)) for c in chunks)
+        digest = sink.hexdigest()
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not any(t.name == "npz-sha256" for t in threading.enumerate())
+    with open(path, "wb") as fh, pytest.raises(RuntimeError), HashingSink(fh) as sink:
+        sink.write(b"abc")
+        raise RuntimeError("a failed export")  # closing the sink still stops its thread
+    assert not any(t.name == "npz-sha256" for t in threading.enumerate())
