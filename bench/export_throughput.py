@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daemon.data.gamedb import GameDB
 from daemon.export.cache import ExportCache
 from daemon.export.encoder import load_encoder
 from daemon.export.job import export_params, run_export
 from daemon.export.tiers import get_export_settings
-from daemon.gamedb import GameDB
 from daemon.keys import board_aliases, parse_config_key
 from daemon.logs import configure_logging
 from daemon.selfplay_sim import write_games

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon.gamedb import GameDB
+from daemon.data.gamedb import GameDB
 from daemon.keys import ALL_CONFIG_KEYS, parse_config_key
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game
 

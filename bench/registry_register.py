@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.registry import ModelRegistry
-from daemon.registry_store import fsync_dir
+from daemon.registry.stores.file import fsync_dir
 
 N_FILES = 40
 FILE_BYTES = 1 << 20

@@ -165,11 +165,11 @@ def torch_mapped(pid: int) -> bool:
 
 def _tick_child(cfg: Path) -> dict[str, Any]:
     """In-process ``Service.tick`` vs bare ``GameSources.poll`` (runs in a child process)."""
-    from daemon.components import build_components
+    from daemon.data.sources import GameSources
     from daemon.logs import configure_logging
+    from daemon.service.app import build_components
+    from daemon.service.supervisor import Service
     from daemon.settings import load_settings
-    from daemon.sources import GameSources
-    from daemon.supervisor import Service
 
     configure_logging("WARNING", stream=sys.stderr)  # this child's own logging
     settings = load_settings(cfg, {})

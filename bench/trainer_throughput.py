@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daemon.training import ddp
-from daemon.training.data import Batch, unpack_bits, unpack_cells
-from daemon.training.model import RingNet
-from daemon.training.train import StopFlag, TrainConfig, Trainer, compute_loss
+from daemon.training.trainer import ddp
+from daemon.training.trainer.data import Batch, unpack_bits, unpack_cells
+from daemon.training.trainer.model import RingNet
+from daemon.training.trainer.train import StopFlag, TrainConfig, Trainer, compute_loss
 from tests.support.npz_synth import write_synth_npz
 
 

@@ -9,8 +9,6 @@ writer whose token is older than the newest accepted one is refused.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,9 +17,9 @@ from typing import Any
 
 import structlog
 
-from daemon.components import Components
 from daemon.keys import parse_config_key, validate_config_key
-from daemon.registry_model import FencingTokenRejected
+from daemon.registry.records import FencingTokenRejected
+from daemon.service.app import Components
 
 log = structlog.get_logger(__name__)
 
@@ -328,35 +326,3 @@ async def _close_lock(lock: Any) -> None:
         await lock.aclose()
     except Exception as e:  # an expired lease cannot be released: the TTL frees it
         log.warning("lock.release_failed", lock=getattr(lock, "name", None), reason=str(e))
-
-
-def cli_train(settings: Any, config_key: str, *, force: bool, as_json: bool, environ: dict[str, str]) -> int:
-    """``ringrift-daemon train CONFIG``: one pass now, with the service's components."""
-    from daemon.components import build_components
-
-    async def go() -> PipelineResult:
-        comps = build_components(settings, environ)
-        await comps.start()
-        try:
-            return await OptimizedTrainingPipeline(comps).run_training(
-                config_key, force=force, reason="manual"
-            )
-        finally:
-            await comps.close()
-
-    try:
-        result = asyncio.run(go())
-    except Exception as e:
-        print(f"error: {e}", file=sys.stderr)
-        if as_json:
-            print(json.dumps({"error": str(e)}))
-        return 1
-    if as_json:
-        print(json.dumps(result.as_dict(), default=str))
-    else:
-        print(f"{result.config_key}: {result.state}: {result.message}")
-        print(
-            f"  export {result.export_time:.1f}s (cache_hit={result.cache_hit}, samples={result.samples}), "
-            f"training {result.training_time:.1f}s, model {result.model_id}"
-        )
-    return 0 if result.success else 1

@@ -25,7 +25,7 @@ class PlayerLike(Protocol):
 
 
 class GameLike(Protocol):
-    """What ingestion reads of a game (``daemon.gamedb.Game`` fits)."""
+    """What ingestion reads of a game (``daemon.data.gamedb.Game`` fits)."""
 
     @property
     def game_id(self) -> str: ...

@@ -3,8 +3,9 @@
 * :mod:`daemon.export.tiers` - ``get_export_settings`` / ``ExportSettings`` (data tiers);
 * :mod:`daemon.export.cache` - ``ExportCache`` (``needs_export`` / ``record_export``);
 * :mod:`daemon.export.encoder` - the built-in ``move_history`` encoder and the plug-in protocol;
-* :mod:`daemon.export.writer` - the streaming, atomic NPZ writer;
-* :mod:`daemon.export.job` - ``run_export`` (pipeline) and ``cli_export`` (``ringrift-daemon export``).
+* :mod:`daemon.export.job` - ``run_export`` (the pipeline's and ``ringrift-daemon export``'s step).
+
+The file format itself (member names, layouts, writer, reader) is :mod:`daemon.npz`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from daemon.export.encoder import (
     MoveHistoryEncoder,
     load_encoder,
 )
-from daemon.export.job import ExportError, ExportExit, ExportResult, cli_export, run_export
+from daemon.export.job import ExportError, ExportResult, run_export
 from daemon.export.tiers import ExportSettings, get_export_settings, settings_for_count
-from daemon.export.writer import DiskFull, ExportWriteError, NpzStreamWriter
+from daemon.npz.writer import DiskFull, ExportWriteError, NpzStreamWriter
 
 __all__ = [
     "ENCODER_NAME",
@@ -31,13 +32,11 @@ __all__ = [
     "EncoderError",
     "ExportCache",
     "ExportError",
-    "ExportExit",
     "ExportResult",
     "ExportSettings",
     "ExportWriteError",
     "MoveHistoryEncoder",
     "NpzStreamWriter",
-    "cli_export",
     "get_export_settings",
     "load_encoder",
     "run_export",

@@ -9,7 +9,7 @@ An entry (per config and output path) holds:
 
 * every export parameter (sample_every, max_games, encoder name and version,
   history length, game filters, file format); any difference is a miss;
-* per source database, from the :class:`~daemon.gamedb.SourceSnapshot` taken
+* per source database, from the :class:`~daemon.data.gamedb.SourceSnapshot` taken
   **before** the export (and exactly what was exported): identity ``(dev,
   ino)``, the config's watermark, usable-game count and content signature. No
   mtime: a WAL checkpoint moves the mtime without changing a row. New games move
@@ -35,10 +35,10 @@ from typing import Any
 import orjson
 import structlog
 
+from daemon.data.gamedb import SourceSnapshot
 from daemon.export.tiers import take_snapshots
-from daemon.export.writer import fsync_dir, sha256_file
-from daemon.gamedb import SourceSnapshot
 from daemon.keys import make_config_key
+from daemon.npz.writer import fsync_dir, sha256_file
 
 log = structlog.get_logger(__name__)
 CACHE_FORMAT = 1

@@ -92,7 +92,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from daemon.export.layout import (
+from daemon.data.gamedb import Game
+from daemon.data.games import MoveColumns
+from daemon.export.policy import (
     CAPTURE,
     HEX_DIRS,
     MOVEMENT,
@@ -108,9 +110,7 @@ from daemon.export.layout import (
     rays,
     seat_of,
 )
-from daemon.gamedb import Game
 from daemon.keys import normalize_board
-from daemon.replay import MoveColumns
 
 # Re-exported: plug-ins and tests import these from here.
 __all__ = [

@@ -11,29 +11,27 @@ import contextlib
 import heapq
 import itertools
 import json
-import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import IntEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 
+from daemon.data.gamedb import Game, GameDB, GameDBError, SourceSnapshot
+from daemon.data.sources import expand
 from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import CELLS, DENSE, PACKBITS, EncodedGame, Encoder, EncoderError, load_encoder
 from daemon.export.rows import RowsError, check_encoded, row_arrays
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
 from daemon.export.workers import TASK_GAMES, Output, WorkerError, parallel_segments, plan_tasks
-from daemon.export.writer import ArraySpec, ExportWriteError, NpzStreamWriter
-from daemon.gamedb import Game, GameDB, GameDBError, SourceSnapshot
-from daemon.keys import InvalidConfigKey, geometry, parse_config_key, validate_config_key
+from daemon.keys import geometry, parse_config_key, validate_config_key
+from daemon.npz.writer import ArraySpec, ExportWriteError, NpzStreamWriter
 from daemon.settings import Settings
-from daemon.sources import expand
 
 log = structlog.get_logger(__name__)
 
@@ -48,12 +46,6 @@ BLOCK_GAMES = 256
 GAME_FILTER = "status in (completed, finished) and winner is not null; newest first"
 Progress = Callable[[int, int], None]
 Rows = tuple[list[str], EncodedGame]  # the game ids of one encoded block, and its rows
-
-
-class ExportExit(IntEnum):
-    OK = 0
-    FAILURE = 1
-    BAD_ARGS = 2
 
 
 class ExportError(Exception):
@@ -411,46 +403,3 @@ def run_export(
         skipped=skipped,
     )
     return result
-
-
-class _Bar:
-    """A one-line progress bar on a terminal (stderr)."""
-
-    def __init__(self, stream: TextIO, label: str) -> None:
-        self.stream, self.label = stream, label
-
-    def __call__(self, done: int, total: int) -> None:
-        frac = done / total if total else 1.0
-        filled = int(30 * frac)
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} games")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def cli_export(settings: Settings, config_key: str, force: bool, output: Path | None, as_json: bool) -> int:
-    """``ringrift-daemon export CONFIG [--force] [--output PATH] [--json]``."""
-    try:
-        validate_config_key(config_key)
-    except InvalidConfigKey as e:
-        print(f"error: {e}", file=sys.stderr)
-        if as_json:
-            print(json.dumps({"error": str(e)}))
-        return ExportExit.BAD_ARGS
-    bar = _Bar(sys.stderr, config_key) if sys.stderr.isatty() and not as_json else None
-    try:
-        result = run_export(settings, config_key, force=force, output=output, progress=bar)
-    except ExportError as e:
-        print(f"error: export {config_key} failed: {e}", file=sys.stderr)
-        if as_json:
-            print(json.dumps({"error": str(e), "config": config_key}))
-        return ExportExit.FAILURE
-    if as_json:
-        print(json.dumps(result.as_dict()))
-    else:
-        state = "cache hit" if result.cache_hit else "exported"
-        print(
-            f"{result.config}: {state}: {result.games} games, {result.samples} samples, {result.bytes:,} B "
-            f"-> {result.output} in {result.seconds:.2f}s ({result.reason})"
-        )
-    return ExportExit.OK

@@ -16,7 +16,7 @@ with the board's typical moves per game and sample factor (square8 60/1.0,
 square19 200/1.5, hexagonal 80/1.2, hex8 40/0.8): the factor scales the
 estimate (upstream computed it and then ignored it).
 
-An unreadable database raises :class:`daemon.gamedb.GameDBError` naming the
+An unreadable database raises :class:`daemon.data.gamedb.GameDBError` naming the
 file: a broken source must never look like a "small" data set.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.gamedb import GameDB, SourceSnapshot
+from daemon.data.gamedb import GameDB, SourceSnapshot
 from daemon.keys import geometry, make_config_key, normalize_board
 
 

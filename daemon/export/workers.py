@@ -26,11 +26,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.data.gamedb import GameDB, SourceSnapshot
 from daemon.export.encoder import load_encoder
 from daemon.export.rows import check_encoded, row_arrays
 from daemon.export.tiers import exported_sources
-from daemon.export.writer import ArraySpec, Segment, write_segment
-from daemon.gamedb import GameDB, SourceSnapshot
+from daemon.npz.writer import ArraySpec, Segment, write_segment
 
 TASK_GAMES = 128  # a task's rows stay small (square8: ~7K samples x 235 B)
 

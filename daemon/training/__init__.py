@@ -1,6 +1,6 @@
-"""Model training: the torch trainer subprocess and its asyncio supervisor.
+"""Model training: the trainer subprocess and its asyncio supervisor.
 
-Importing this package never imports torch: the service imports ``exitcodes``
-and ``runner`` only; ``model``, ``data``, ``train`` and ``ddp`` are for the
+Importing this package never imports torch: the service imports ``exitcodes``,
+``runner`` and ``pidrecords`` only; :mod:`daemon.training.trainer` is for the
 ``python -m daemon.training`` process.
 """

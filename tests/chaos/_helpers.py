@@ -433,7 +433,7 @@ def assert_registry_matches_journal(settings: Settings) -> None:
 def active_alerts(settings: Settings, now: datetime | None = None) -> list[dict[str, Any]]:
     """Active alerts from the state db (the service must not be running)."""
     from daemon.decide.health import TrainingHealthMonitor
-    from daemon.decisions import alert_dict
+    from daemon.service.evaluator import alert_dict
 
     monitor = TrainingHealthMonitor.from_settings(settings.state_dir / "decide.db", settings.health)
     monitor.open()

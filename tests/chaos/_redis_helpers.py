@@ -1,6 +1,6 @@
 """Shared parts of the Redis, source and cluster chaos scenarios.
 
-In-process :class:`~daemon.supervisor.Service` objects driven by ``tick(now)``
+In-process :class:`~daemon.service.supervisor.Service` objects driven by ``tick(now)``
 (the real trainer subprocess, real SQLite, real redis-server), a TCP proxy that
 delays bytes (latency injection), and the checks every scenario makes: no
 orphan trainer process, no torn file, the right alert.
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from daemon.components import build_components
+from daemon.service.app import build_components
+from daemon.service.supervisor import Service
 from daemon.settings import Settings, settings_from_mapping
-from daemon.supervisor import Service
 
 TRAINER_MARKER = "daemon.training"
 

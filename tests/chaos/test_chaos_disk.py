@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from daemon.components import build_components
 from daemon.pipeline import OptimizedTrainingPipeline
 from daemon.selfplay_sim import write_games
+from daemon.service.app import build_components
 from tests.chaos._helpers import (
     assert_no_orphans,
     assert_no_torn_files,

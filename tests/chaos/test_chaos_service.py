@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from daemon.components import build_components
-from daemon.decisions import alert_dict
 from daemon.selfplay_sim import write_games
-from daemon.supervisor import Service
+from daemon.service.app import build_components
+from daemon.service.evaluator import alert_dict
+from daemon.service.supervisor import Service
 from tests.chaos._helpers import (
     RegistryWatch,
     assert_no_orphans,

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from daemon.data.gamedb import GameDB
+from daemon.data.sources import GameSources
 from daemon.export.job import ExportError, run_export
-from daemon.gamedb import GameDB
 from daemon.selfplay_sim import write_games
-from daemon.sources import GameSources
-from daemon.supervisor import Service
+from daemon.service.supervisor import Service
 from tests.chaos._redis_helpers import (
     alerts_of,
     assert_no_orphans,

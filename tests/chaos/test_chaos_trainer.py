@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from daemon.components import build_components
-from daemon.decisions import alert_dict
 from daemon.selfplay_sim import write_games
-from daemon.supervisor import Service
+from daemon.service.app import build_components
+from daemon.service.evaluator import alert_dict
+from daemon.service.supervisor import Service
 from daemon.training.pidrecords import record_path
 from daemon.training.runner import TrainerArgs, TrainerOutcome, TrainerRunner
 from tests.chaos._helpers import (

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+from daemon.data.gamedb import GameDB
 from daemon.decide.curriculum import CurriculumFeedback
 from daemon.decide.ingest import SeatMapping, ingest_evaluation_games, model_seat
-from daemon.gamedb import GameDB
 from daemon.selfplay_sim import write_games
 
 KEY = "square8_2p"

@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon.cli.exits import EXIT_BAD_ARGS, EXIT_FAILURE, EXIT_OK
+from daemon.cli.export import cli_export
+from daemon.data.gamedb import Game
 from daemon.export.cache import ExportCache
 from daemon.export.encoder import EncodedGame, MoveHistoryEncoder
-from daemon.export.job import ExportError, ExportExit, cli_export, run_export
+from daemon.export.job import ExportError, run_export
 from daemon.export.rows import game_id_hash
-from daemon.gamedb import Game
+from daemon.npz.reader import cells_to_dense, open_training_file
 from daemon.selfplay_sim import GameFactory, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
-from daemon.training.npzfile import cells_to_dense, open_training_file
 
 KEY = "square8_3p"
 
@@ -202,14 +204,14 @@ def test_cli_json_bad_key_and_failure(
     real_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     s = make_settings(tmp_path, real_db)
-    assert cli_export(s, KEY, False, None, True) == ExportExit.OK
+    assert cli_export(s, KEY, False, None, True) == EXIT_OK
     out = last_json(capsys.readouterr().out)
     assert out["config"] == KEY and out["cache_hit"] is False and out["games"] == 5
     assert set(out) >= {"samples", "skipped", "output", "seconds", "bytes"}
-    assert cli_export(s, "square9_2p", False, None, True) == ExportExit.BAD_ARGS
+    assert cli_export(s, "square9_2p", False, None, True) == EXIT_BAD_ARGS
     assert "error" in last_json(capsys.readouterr().out)
     missing = make_settings(tmp_path, tmp_path / "nope.db")
-    assert cli_export(missing, KEY, False, None, True) == ExportExit.FAILURE
+    assert cli_export(missing, KEY, False, None, True) == EXIT_FAILURE
     captured = capsys.readouterr()
     assert "nope.db" in str(last_json(captured.out)["error"]) and "nope.db" in captured.err
     with pytest.raises(ExportError, match=r"nope\.db"):

@@ -25,7 +25,8 @@ KEY = "square8_2p"
 
 CHILD = r"""
 import json, resource, signal, sys, time
-from daemon.export import job, writer
+from daemon.export import job
+from daemon.npz import writer
 from daemon.settings import settings_from_mapping
 
 cfg = json.loads(sys.argv[1])

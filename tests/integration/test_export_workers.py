@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from daemon.data.gamedb import Game
 from daemon.export import job
 from daemon.export.encoder import EncodedGame, MoveHistoryEncoder
 from daemon.export.job import ExportError, _games, run_export
 from daemon.export.tiers import take_snapshots
 from daemon.export.workers import TASK_GAMES, plan_tasks
-from daemon.gamedb import Game
 from daemon.selfplay_sim import write_games
 from daemon.settings import Settings, settings_from_mapping
 

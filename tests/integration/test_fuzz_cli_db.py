@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.cli import EXIT_BAD_SETTINGS, main
+from daemon.data.gamedb import GameDB
 from daemon.export.job import ExportError, run_export
-from daemon.gamedb import GameDB
+from daemon.npz.reader import open_training_file
 from daemon.selfplay_sim import write_games
 from daemon.settings import settings_from_mapping
 from daemon.training.exitcodes import ExitCode
-from daemon.training.npzfile import open_training_file
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "square8_2p"

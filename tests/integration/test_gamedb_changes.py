@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from daemon.gamedb import GameDB
+from daemon.data.gamedb import GameDB
+from daemon.data.sources import GameSources
 from daemon.keys import ALL_CONFIG_KEYS, normalize_board
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
-from daemon.sources import GameSources
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.gamedb import (
+from daemon.data.gamedb import (
     CorruptDatabase,
     DatabaseLocked,
     GameDB,
@@ -21,9 +21,9 @@ from daemon.gamedb import (
     NotADatabase,
     SchemaError,
 )
+from daemon.data.sources import GameSources
 from daemon.keys import ALL_CONFIG_KEYS
 from daemon.selfplay_sim import write_games
-from daemon.sources import GameSources
 
 
 def _random_bytes(path: Path, real: Path) -> None:

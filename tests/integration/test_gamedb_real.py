@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-from daemon.gamedb import GameDB
+from daemon.data.gamedb import GameDB
 from daemon.keys import geometry
 
 ORPHANS = ("6b8b1145-7078-476b-a72f-75a35faecb5e", "f60ffc4f-8eac-4867-a74a-38e6ef4b91c8")

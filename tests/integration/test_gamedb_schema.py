@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.gamedb import GameDB
+from daemon.data.gamedb import GameDB
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game
 
 

@@ -8,8 +8,8 @@ import signal
 import time
 from pathlib import Path
 
-from daemon.lock_file import inspect_lock_file
 from daemon.locks import DistributedLock, list_locks
+from daemon.locks.backends.file import inspect_lock_file
 from tests.integration.test_locks_redis import NAME, read_event, reap, run_contention, spawn
 
 

@@ -341,7 +341,7 @@ async def test_async_tasks_exclude_each_other(redis_server: RedisServer, tmp_pat
 def test_cli_locks_json(
     redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from daemon.locks import cli_locks
+    from daemon.cli.locks import cli_locks
     from daemon.settings import settings_from_mapping
 
     settings = settings_from_mapping({"data_dir": str(tmp_path), "redis": {"url": redis_server.url}})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.notify import SystemdNotifier, Watchdog
+from daemon.service.notify import SystemdNotifier, Watchdog
 
 
 class Listener:
@@ -166,18 +166,18 @@ async def test_run_task_pings_from_event_loop(listener: Listener) -> None:
 CHILD = textwrap.dedent(
     """
     import os, subprocess, sys
-    from daemon.notify import SystemdNotifier, child_env
+    from daemon.service.notify import SystemdNotifier, child_env
     n = SystemdNotifier.from_environ(os.environ, pid=os.getpid())
     assert n.watchdog_enabled, dict(os.environ)
     n.ready("child up")
     n.watchdog()
     # A grandchild (the trainer) with the stripped env cannot notify.
-    code = "from daemon.notify import SystemdNotifier; import os; "
+    code = "from daemon.service.notify import SystemdNotifier; import os; "
     code += "n = SystemdNotifier.from_environ(os.environ); "
     code += "assert not n.enabled; assert not n.ready('impostor')"
     subprocess.run([sys.executable, "-c", code], env=child_env(os.environ), check=True)
     # A grandchild with the inherited env: watchdog is not its to feed (WATCHDOG_PID differs).
-    code = "from daemon.notify import SystemdNotifier; import os; "
+    code = "from daemon.service.notify import SystemdNotifier; import os; "
     code += "n = SystemdNotifier.from_environ(os.environ, pid=os.getpid()); "
     code += "assert n.enabled and not n.watchdog_enabled; assert not n.watchdog()"
     subprocess.run([sys.executable, "-c", code], env=dict(os.environ), check=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.http import HttpServer
+from daemon.npz.reader import open_training_file
+from daemon.service.http import HttpServer
 from daemon.settings import Settings
 from daemon.training.exitcodes import ExitCode, TrainerError
-from daemon.training.npzfile import open_training_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "daemon").rglob("*.py"))
@@ -106,7 +106,7 @@ def test_allow_pickle_true_only_in_the_legacy_loader() -> None:
 
 
 def test_legacy_loader_only_behind_the_flag() -> None:
-    src = (ROOT / "daemon/training/npzfile.py").read_text()
+    src = (ROOT / "daemon/npz/reader.py").read_text()
     tree = ast.parse(src)
     callers = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _name(n.func) == "_load_legacy"]
     assert len(callers) == 1
@@ -123,7 +123,7 @@ def test_legacy_pickle_file_refused_by_default(legacy_npz: Path) -> None:
 
 
 def test_trainer_flag_defaults_off() -> None:
-    from daemon.training.cli import build_parser
+    from daemon.training.trainer.cli import build_parser
 
     args = build_parser().parse_args(["--data", "x", "--out", "y", "--epochs", "1", "--batch-size", "1"])
     assert args.allow_legacy_pickle is False
@@ -142,7 +142,7 @@ def test_numpy_load_says_allow_pickle_false_and_torch_load_weights_only() -> Non
 
 # The one pickle use: the registry reads checkpoint metadata without torch through an
 # Unpickler whose find_class allows only OrderedDict and inert torch stubs.
-PICKLE_ALLOWED = {"daemon/registry_model.py"}
+PICKLE_ALLOWED = {"daemon/registry/records.py"}
 
 
 def test_no_pickle_marshal_or_unsafe_yaml() -> None:
@@ -185,7 +185,7 @@ def test_registry_metadata_reader_refuses_a_malicious_checkpoint(tmp_path: Path)
     import pickle
     import zipfile
 
-    from daemon.registry_model import read_checkpoint_metadata
+    from daemon.registry.records import read_checkpoint_metadata
 
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "model.pt"

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon.gamedb import GameDB
+from daemon.data.gamedb import GameDB
 from daemon.keys import ALL_CONFIG_KEYS, geometry, parse_config_key
 from daemon.selfplay_sim import SelfPlaySim, write_games
 

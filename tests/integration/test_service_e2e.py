@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.components import build_components
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
+from daemon.service.app import build_components
+from daemon.service.supervisor import Service
 from daemon.settings import Settings, settings_from_mapping
-from daemon.supervisor import Service
 
 
 def service_settings(tmp_path: Path, **over: Any) -> Settings:

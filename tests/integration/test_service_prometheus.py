@@ -21,10 +21,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.components import build_components
 from daemon.selfplay_sim import write_games
+from daemon.service.app import build_components
+from daemon.service.supervisor import Service
 from daemon.settings import settings_from_mapping
-from daemon.supervisor import Service
 from tests.support.redis_server import free_port
 
 PROMETHEUS = shutil.which("prometheus")

@@ -33,7 +33,7 @@ from daemon.export.encoder import (
     board_layout,
     move_group,
 )
-from daemon.gamedb import Game, Move
+from daemon.data.gamedb import Game, Move
 
 
 def _cell(b: _Board, pos: tuple[int, int, int | None] | None) -> int:

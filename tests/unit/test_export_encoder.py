@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from daemon.data.gamedb import Game, Move
 from daemon.export.encoder import (
     MALFORMED,
     EncodedGame,
@@ -13,8 +14,7 @@ from daemon.export.encoder import (
     board_layout,
     load_encoder,
 )
-from daemon.gamedb import Game, Move
-from daemon.training.npzfile import cells_to_dense
+from daemon.npz.reader import cells_to_dense
 
 SQ = None
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.data.gamedb import Game, Move, parse_move
+from daemon.data.games import JsonPos, MoveColumns
 from daemon.export.encoder import MALFORMED, EncoderError, MoveHistoryEncoder
-from daemon.gamedb import Game, Move, parse_move
 from daemon.keys import geometry
-from daemon.replay import JsonPos, MoveColumns
-from daemon.training.npzfile import cells_to_dense
+from daemon.npz.reader import cells_to_dense
 from tests.support.encoder_reference import ReferenceEncoder
 
 TYPES = [

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.data.gamedb import GameDBError
 from daemon.export.tiers import get_export_settings, settings_for_count
-from daemon.gamedb import GameDBError
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.export.writer import (
+from daemon.npz.writer import (
     ArraySpec,
     DiskFull,
     ExportWriteError,

@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.data.gamedb import Game, Move, parse_move
+from daemon.data.games import moves_from_rows
 from daemon.export.encoder import MALFORMED, MoveHistoryEncoder
-from daemon.gamedb import Game, Move, parse_move
 from daemon.keys import ALL_CONFIG_KEYS, parse_config_key
-from daemon.replay import moves_from_rows
+from daemon.npz.reader import open_training_file
 from daemon.training.exitcodes import ExitCode, TrainerError
-from daemon.training.npzfile import open_training_file
 from tests.support.npz_synth import write_synth_npz
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.keys import ALL_CONFIG_KEYS, InvalidConfigKey, parse_config_key, validate_config_key
-from daemon.lock_common import InvalidLockName, file_stem, redis_keys, validate_lock_name
+from daemon.locks.names import InvalidLockName, file_stem, redis_keys, validate_lock_name
 from daemon.settings import Settings, SettingsError, settings_from_mapping
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

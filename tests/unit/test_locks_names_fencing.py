@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.fencing import FenceCeiling
 from daemon.keys import ALL_CONFIG_KEYS
-from daemon.lock_common import FenceStateError, InvalidLockName, file_stem, redis_keys, validate_lock_name
+from daemon.locks.fencing import FenceCeiling
+from daemon.locks.names import FenceStateError, InvalidLockName, file_stem, redis_keys, validate_lock_name
 
 
 def test_training_names_map_to_spec_paths() -> None:

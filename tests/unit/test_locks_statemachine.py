@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.lease import LeaseHandle, LeaseState
+from daemon.locks.lease import LeaseHandle, LeaseState
 
 TTL = st.floats(min_value=0.05, max_value=600.0, allow_nan=False)
 # (kind, dt): advance the clock by dt, then apply one event.

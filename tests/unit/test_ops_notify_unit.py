@@ -1,10 +1,10 @@
-"""Pure parts of daemon.notify: env parsing, watchdog gating arithmetic, child env."""
+"""Pure parts of daemon.service.notify: env parsing, watchdog gating arithmetic, child env."""
 
 from __future__ import annotations
 
 import pytest
 
-from daemon.notify import NOTIFY_ENV_VARS, SystemdNotifier, Watchdog, child_env
+from daemon.service.notify import NOTIFY_ENV_VARS, SystemdNotifier, Watchdog, child_env
 
 
 def test_child_env_strips_notify_variables_only() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.cli.registry import RegistryExit, add_registry_parser, cli_registry, run_registry_command
 from daemon.registry import ModelRegistry
-from daemon.registry_cli import RegistryExit, add_registry_parser, cli_registry, run_registry_command
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

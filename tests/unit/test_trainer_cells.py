@@ -20,11 +20,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.training import ddp
-from daemon.training.data import BatchLoader, split_by_game, unpack_cells
+from daemon.npz.reader import cells_to_dense, dense_to_cells, open_training_file
 from daemon.training.exitcodes import ExitCode, TrainerError
-from daemon.training.npzfile import cells_to_dense, dense_to_cells, open_training_file
-from daemon.training.train import StopFlag, TrainConfig, Trainer
+from daemon.training.trainer import ddp
+from daemon.training.trainer.data import BatchLoader, split_by_game, unpack_cells
+from daemon.training.trainer.train import StopFlag, TrainConfig, Trainer
 from tests.support.npz_synth import write_synth_npz
 
 REPO = Path(__file__).resolve().parents[2]

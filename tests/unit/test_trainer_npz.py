@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.training.data import split_by_game
+from daemon.npz.reader import LEGACY_GAME_BLOCK, open_training_file
 from daemon.training.exitcodes import ExitCode, TrainerError, exit_name
-from daemon.training.npzfile import LEGACY_GAME_BLOCK, open_training_file
+from daemon.training.trainer.data import split_by_game
 from tests.support.npz_synth import synth_arrays, write_synth_npz
 
 

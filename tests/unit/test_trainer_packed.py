@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.training import ddp
-from daemon.training.data import BatchLoader, split_by_game, unpack_bits
-from daemon.training.exitcodes import ExitCode, TrainerError
-from daemon.training.npzfile import (
+from daemon.npz.reader import (
     open_training_file,
     pack_features,
     packed_width,
     unpack_features,
 )
-from daemon.training.train import StopFlag, TrainConfig, Trainer
+from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.trainer import ddp
+from daemon.training.trainer.data import BatchLoader, split_by_game, unpack_bits
+from daemon.training.trainer.train import StopFlag, TrainConfig, Trainer
 from tests.support.npz_synth import write_synth_npz
 
 REPO = Path(__file__).resolve().parents[2]

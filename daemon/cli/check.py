@@ -1,0 +1,133 @@
+"""``ringrift-daemon check``: is this node ready to run the service?
+
+Used as the systemd unit's ``ExecStartPre``. Prints one line per check
+(``ok``/``FAIL``) and exits 0 when every check passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+
+from daemon.data.gamedb import GameDB, GameDBError
+from daemon.data.sources import expand
+from daemon.settings import Settings
+
+TORCH_PROBE = (
+    "import json, torch; print(json.dumps({'torch': torch.__version__, "
+    "'cuda': torch.cuda.is_available(), 'gpus': torch.cuda.device_count()}))"
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_settings(settings: Settings) -> CheckResult:
+    return CheckResult("settings", True, f"{len(settings.configs)} configs enabled")
+
+
+def check_databases(settings: Settings) -> list[CheckResult]:
+    paths = expand(settings.game_dbs)
+    if not paths:
+        return [CheckResult("game_dbs", False, f"no database matches {list(settings.game_dbs)}")]
+    out = []
+    for path in paths:
+        db = GameDB(path, busy_timeout=2.0)
+        try:
+            snap = db.refresh()
+            usable = sum(c.usable_games for c in snap.configs.values())
+            out.append(
+                CheckResult(f"db {path}", True, f"schema v{snap.schema_version}, {usable} usable games")
+            )
+        except GameDBError as e:
+            out.append(CheckResult(f"db {path}", False, e.reason))
+        finally:
+            db.close()
+    return out
+
+
+def check_state_dir(settings: Settings) -> CheckResult:
+    d = settings.data_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".check-", delete=True) as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return CheckResult("data_dir", False, f"{d} is not writable: {e.strerror}")
+    return CheckResult("data_dir", True, f"{d.absolute()} writable")
+
+
+def check_redis(settings: Settings) -> CheckResult | None:
+    if settings.redis is None:
+        if settings.locks.backend == "redis":
+            return CheckResult("redis", False, "locks.backend is 'redis' but no redis section is configured")
+        return None
+    import redis
+
+    r = settings.redis
+    try:
+        client = redis.Redis.from_url(
+            r.url,
+            password=r.resolved_password(),
+            socket_connect_timeout=r.connect_timeout,
+            socket_timeout=r.connect_timeout,
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError) as e:
+        ok = settings.locks.backend == "auto"
+        extra = " (auto: file locks will be used)" if ok else ""
+        return CheckResult("redis", ok, f"{r.url} unreachable: {e}{extra}")
+    return CheckResult("redis", True, f"{r.url} reachable")
+
+
+def check_torch(settings: Settings, environ: dict[str, str]) -> CheckResult:
+    # In a child process: the service itself never imports torch.
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", TORCH_PROBE], capture_output=True, text=True, timeout=120, env=environ
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return CheckResult("torch", False, f"cannot run the torch probe: {e}")
+    if out.returncode != 0:
+        return CheckResult("torch", False, f"torch not importable: {out.stderr.strip().splitlines()[-1:]}")
+    info = json.loads(out.stdout)
+    want = settings.training.device
+    device = "cuda" if info["cuda"] else "cpu"
+    if want == "cuda" and not info["cuda"]:
+        return CheckResult(
+            "torch", False, f"training.device is cuda but no GPU is visible (torch {info['torch']})"
+        )
+    return CheckResult("torch", True, f"torch {info['torch']}, device {device}, {info['gpus']} GPU(s)")
+
+
+def run_checks(settings: Settings, environ: dict[str, str]) -> list[CheckResult]:
+    results = [check_settings(settings), check_state_dir(settings), *check_databases(settings)]
+    rc = check_redis(settings)
+    if rc is not None:
+        results.append(rc)
+    results.append(check_torch(settings, environ))
+    return results
+
+
+def cli_check(settings: Settings, *, as_json: bool, environ: dict[str, str]) -> int:
+    results = run_checks(settings, environ)
+    ok = all(r.ok for r in results)
+    if as_json:
+        print(json.dumps({"ok": ok, "checks": [asdict(r) for r in results]}))
+    else:
+        for r in results:
+            print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
+    return 0 if ok else 1

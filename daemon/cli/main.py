@@ -1,0 +1,184 @@
+"""``ringrift-daemon``: the composition root.
+
+Settings are loaded here once (file + environment) and passed down; this is the
+only module that reads ``os.environ``.
+
+Exit codes (stable): 0 ok; 1 failure (the reasons are printed); 2 bad settings
+or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.cli.exits import EXIT_BAD_SETTINGS, EXIT_FAILURE, EXIT_OK
+from daemon.cli.output import print_error
+from daemon.keys import InvalidConfigKey, validate_config_key
+from daemon.logs import configure_logging
+from daemon.settings import Settings, SettingsError, load_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit code is 2 as well
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_SETTINGS)
+
+
+def _config_key(value: str) -> str:
+    try:
+        return validate_config_key(value)
+    except InvalidConfigKey as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ringrift-daemon", description="RingRift training daemon")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--config", type=Path, default=None, help="settings file (default config.yaml)")
+        return sp
+
+    run = cmd("run", "run the service")
+    run.add_argument("--once", action="store_true", help="one tick, then exit")
+    run.add_argument("--demo", action="store_true", help="also run the synthetic self-play writer")
+    st = cmd("status", "per-config decisions, locks, runs, models and alerts")
+    st.add_argument("--json", action="store_true")
+    ck = cmd("check", "validate settings and reachability (exit 0 or 1)")
+    ck.add_argument("--json", action="store_true")
+    tr = cmd("train", "run one pipeline pass for a config now")
+    tr.add_argument("config_key", type=_config_key)
+    tr.add_argument("--force", action="store_true", help="export even if the cache says nothing changed")
+    tr.add_argument("--json", action="store_true")
+    ex = cmd("export", "export a config's games to its NPZ file")
+    ex.add_argument("config_key", type=_config_key)
+    ex.add_argument("--force", action="store_true")
+    ex.add_argument("--output", type=Path, default=None)
+    ex.add_argument("--json", action="store_true")
+    hl = cmd("health", "health status and active alerts")
+    hl.add_argument("--json", action="store_true")
+    lk = cmd("locks", "held training locks (holder, token, TTL left)")
+    lk.add_argument("--json", action="store_true")
+    rg = cmd("registry", "model registry: list | show | lineage | promote")
+    from daemon.cli.registry import add_registry_arguments
+
+    add_registry_arguments(rg)
+    sim = cmd("selfplay-sim", "write synthetic self-play games at a rate (demo / tests)")
+    sim.add_argument("--db", type=Path, required=True)
+    sim.add_argument("--config-key", "--key", dest="keys", type=_config_key, action="append", required=True)
+    sim.add_argument("--rate", type=float, default=20.0, help="games per second")
+    sim.add_argument("--games", type=int, default=None, help="stop after this many games")
+    sim.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    env = dict(os.environ if environ is None else environ)
+    args = build_parser().parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
+    configure_logging(args.log_level)
+    try:
+        settings = load_settings(args.config, env)
+    except SettingsError as e:
+        print_error(f"bad settings: {e}", as_json)
+        return EXIT_BAD_SETTINGS
+    handler = _HANDLERS[args.command]
+    try:
+        return handler(settings, args, env)
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except SettingsError as e:
+        print_error(f"bad settings: {e}", as_json)
+        return EXIT_BAD_SETTINGS
+
+
+def _run(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.service.supervisor import run_service
+
+    return asyncio.run(run_service(settings, once=args.once, demo=args.demo, environ=env))
+
+
+def _status(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.status import cli_status
+
+    return cli_status(settings, as_json=args.json)
+
+
+def _check(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.check import cli_check
+
+    return cli_check(settings, as_json=args.json, environ=env)
+
+
+def _train(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.train import cli_train
+
+    return cli_train(settings, args.config_key, force=args.force, as_json=args.json, environ=env)
+
+
+def _export(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.export import cli_export
+
+    return cli_export(settings, args.config_key, args.force, args.output, args.json)
+
+
+def _health(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.health import cli_health
+
+    return cli_health(settings, as_json=args.json)
+
+
+def _locks(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.locks import cli_locks
+
+    return cli_locks(settings, as_json=args.json)
+
+
+def _registry(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.registry import run_registry_command
+
+    return run_registry_command(settings.registry_dir, args)
+
+
+def _selfplay(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.selfplay_sim import SelfPlaySim
+
+    sim = SelfPlaySim(args.db, args.keys, args.rate, seed=args.seed)
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await sim.run(stop, max_games=args.games)
+
+    written = asyncio.run(go())
+    print(json.dumps({"db": str(args.db), "written": written}))
+    return EXIT_OK
+
+
+_HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, dict[str, str]], int]] = {
+    "run": _run,
+    "status": _status,
+    "check": _check,
+    "train": _train,
+    "export": _export,
+    "health": _health,
+    "locks": _locks,
+    "registry": _registry,
+    "selfplay-sim": _selfplay,
+}

@@ -1,0 +1,40 @@
+"""``ringrift-daemon train CONFIG [--force] [--json]``: one pipeline pass now."""
+
+from __future__ import annotations
+
+import asyncio
+
+from daemon.cli.exits import EXIT_FAILURE, EXIT_OK
+from daemon.cli.output import print_error, print_json
+from daemon.pipeline import OptimizedTrainingPipeline, PipelineResult
+from daemon.service.app import build_components
+from daemon.settings import Settings
+
+
+def cli_train(
+    settings: Settings, config_key: str, *, force: bool, as_json: bool, environ: dict[str, str]
+) -> int:
+    async def go() -> PipelineResult:
+        comps = build_components(settings, environ)
+        await comps.start()
+        try:
+            return await OptimizedTrainingPipeline(comps).run_training(
+                config_key, force=force, reason="manual"
+            )
+        finally:
+            await comps.close()
+
+    try:
+        result = asyncio.run(go())
+    except Exception as e:
+        print_error(str(e), as_json)
+        return EXIT_FAILURE
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        print(f"{result.config_key}: {result.state}: {result.message}")
+        print(
+            f"  export {result.export_time:.1f}s (cache_hit={result.cache_hit}, samples={result.samples}), "
+            f"training {result.training_time:.1f}s, model {result.model_id}"
+        )
+    return EXIT_OK if result.success else EXIT_FAILURE

@@ -1,0 +1,447 @@
+"""Read side of the GameReplayDB (SQLite files owned by the self-play writers).
+
+Read-only (``mode=ro``), never takes a write lock, works while a writer appends
+in WAL mode, and adapts to the schema version (v6 .. v18) by detecting columns.
+
+:meth:`GameDB.refresh` keeps per-config counts incrementally. Its cost grows
+with the rows that are new since the last refresh, not with the database:
+
+* nothing changed: one ``stat`` and ``PRAGMA data_version`` (which only moves
+  when another connection commits);
+* new games: ``rowid > watermark``;
+* status updates (``active`` -> ``completed``): only the rows still pending are
+  re-read;
+* orphan moves: only move rows past the move watermark, plus the few candidates
+  still unresolved;
+* a replaced file: a new inode, or the watermark row no longer holding the same
+  game, triggers one full rescan.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from daemon.data.errors import (
+    CorruptDatabase,
+    DatabaseLocked,
+    DatabaseMissing,
+    GameDBError,
+    NotADatabase,
+    SchemaError,
+    translate,
+)
+from daemon.data.orphans import ORPHANS_BY_INDEX, leads_an_index, orphan_config
+from daemon.data.snapshot import PENDING_STATUSES, ConfigSnapshot, SkipCounts, SourceSnapshot, classify, config_of
+from daemon.keys import board_aliases, parse_config_key
+from daemon.data.games import (  # re-exported: callers import the game records from here
+    USABLE_STATUSES,
+    Game,
+    Move,
+    Player,
+    Pos,
+    game_keys,
+    parse_move,
+    stream_games,
+)
+
+__all__ = [
+    "USABLE_STATUSES",
+    "ConfigSnapshot",
+    "CorruptDatabase",
+    "DatabaseLocked",
+    "DatabaseMissing",
+    "Game",
+    "GameDB",
+    "GameDBError",
+    "Move",
+    "NotADatabase",
+    "Player",
+    "Pos",
+    "SchemaError",
+    "SkipCounts",
+    "SourceSnapshot",
+    "parse_move",
+]
+
+REQUIRED_GAME_COLUMNS = ("game_id", "board_type", "num_players", "game_status", "winner")
+REQUIRED_MOVE_COLUMNS = ("game_id", "move_number", "player", "move_json")
+_CHUNK = 1000
+# Pending (active) games: the newest are rechecked on every refresh; older ones,
+# usually stuck games of a crashed writer, in a rotating slice, so a refresh
+# stays bounded however many of them pile up. Each is rechecked at least once
+# every ceil(old / _PENDING_SLICE) refreshes.
+_PENDING_RECENT = 500
+_PENDING_SLICE = 1000
+
+
+class GameDB:
+    """One game database. Not thread-safe by design; an internal lock serialises callers."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._moves_by_game = False  # set on open: an index leads with game_moves.game_id
+        # Usable counts at the last successful refresh; survives a reset, so a file
+        # replaced by a smaller one reports negative ``new_games``.
+        self._prev_usable: dict[str, int] = {}
+        self._reset()
+        self.snapshot: SourceSnapshot | None = None
+
+    def _reset(self) -> None:
+        self._identity: tuple[int, int] | None = None
+        self._stat: tuple[int, int] | None = None
+        self._data_version: int | None = None
+        self._schema_version: int | None = None
+        self._game_cols: frozenset[str] = frozenset()
+        self._watermark = 0
+        self._watermark_gid: str | None = None
+        self._moves_watermark = 0
+        self._usable: dict[str, int] = {}
+        self._config_max: dict[str, tuple[int, str]] = {}
+        self._skips: dict[str, SkipCounts] = {}
+        self._source_skips = SkipCounts()
+        # rowid -> config, in ascending rowid order (insertion order).
+        self._pending: dict[int, str | None] = {}
+        self._pending_cursor = 0
+        self._orphans: dict[str, str | None] = {}
+        self._status_updates = 0
+
+    # -- connection -------------------------------------------------------
+    def open(self) -> None:
+        """Open read-only and check the schema (raises :class:`GameDBError`)."""
+        with self._lock:
+            previous = self._identity
+            self._open_locked()
+            if previous is not None and previous != self._identity:  # another file now: count afresh
+                identity = self._identity
+                self._reset()
+                self._identity = identity
+
+    def _open_locked(self) -> None:
+        self._close_locked()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise DatabaseMissing(self.path, "file not found") from None
+        except OSError as e:
+            raise DatabaseMissing(self.path, f"cannot stat: {e.strerror}") from None
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise translate(self.path, e) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA query_only=1")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "games" not in tables or "game_moves" not in tables:
+                raise SchemaError(
+                    self.path, "not a GameReplayDB: tables 'games' and 'game_moves' are required"
+                )
+            gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
+            mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
+            missing = [c for c in REQUIRED_GAME_COLUMNS if c not in gcols]
+            missing += [f"game_moves.{c}" for c in REQUIRED_MOVE_COLUMNS if c not in mcols]
+            if missing:
+                raise SchemaError(self.path, f"missing columns: {', '.join(missing)}")
+            version = None
+            if "schema_metadata" in tables:
+                row = conn.execute("SELECT value FROM schema_metadata WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row and str(row[0]).isdigit() else None
+            self._tables = frozenset(tables)
+            self._game_cols = frozenset(gcols)
+            self._move_cols = frozenset(mcols)
+            self._moves_by_game = leads_an_index(conn, "game_moves", "game_id")
+            self._schema_version = version
+        except GameDBError:
+            conn.close()
+            raise
+        except sqlite3.Error as e:
+            conn.close()
+            raise translate(self.path, e) from None
+        self._conn = conn
+        self._identity = (st.st_dev, st.st_ino)
+        # data_version is per connection: never compare values across connections.
+        self._data_version = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- refresh ------------------------------------------------------------
+    def refresh(self) -> SourceSnapshot:
+        """Bring the counts up to date; raises :class:`GameDBError` (the source is then unhealthy)."""
+        with self._lock:
+            try:
+                return self._refresh_locked()
+            except sqlite3.Error as e:
+                self._close_locked()
+                raise translate(self.path, e) from None
+
+    def poll(self) -> SourceSnapshot:
+        """Like :meth:`refresh` but never raises: an unreadable file gives ``ok=False``."""
+        try:
+            return self.refresh()
+        except GameDBError as e:
+            prev = self.snapshot
+            self.snapshot = SourceSnapshot.failed(
+                str(self.path), str(e), e.kind, prev.schema_version if prev else None
+            )
+            return self.snapshot
+
+    def _refresh_locked(self) -> SourceSnapshot:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            seen = self._identity is not None
+            self._close_locked()
+            self._reset()
+            raise DatabaseMissing(self.path, "file went away" if seen else "file not found") from None
+        except OSError as e:
+            self._close_locked()
+            raise DatabaseMissing(self.path, f"cannot stat: {e.strerror}") from None
+        replaced = False
+        if self._identity is not None and self._identity != (st.st_dev, st.st_ino):
+            replaced = True  # a new inode: another file was moved into place
+            self._close_locked()
+            self._reset()
+        stat_key = (st.st_size, st.st_mtime_ns)
+        if self._conn is not None and self._stat is not None and stat_key != self._stat:
+            # The main file was written (a checkpoint, a rollback-mode commit, or a copy
+            # over it in place, which a WAL reader's page cache would not notice): reconnect.
+            self._close_locked()
+        if self._conn is None:
+            # First open, a new file, or reconnecting (counts kept: the content check
+            # below catches a file rewritten in the meantime).
+            self._open_locked()
+        conn = self._conn
+        assert conn is not None
+        dv = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if (
+            dv == self._data_version
+            and stat_key == self._stat
+            and self.snapshot is not None
+            and self.snapshot.ok
+        ):
+            if self.snapshot.changed:
+                self.snapshot = self._build(replaced=False, changed=False)
+            return self.snapshot
+        conn.execute("BEGIN")  # one read transaction: a consistent view for all queries below
+        try:
+            if self._watermark and self._content_replaced(conn):
+                replaced = True  # same inode, other content (copied over in place)
+                identity = self._identity
+                self._reset()
+                self._identity = identity
+            self._scan_new_games(conn)
+            self._recheck_pending(conn)
+            self._scan_orphans(conn)
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        # Only after a complete pass: a failed pass is redone on the next refresh.
+        self._data_version, self._stat = dv, stat_key
+        self.snapshot = self._build(replaced=replaced, changed=True)
+        self._prev_usable = dict(self._usable)
+        return self.snapshot
+
+    def _content_replaced(self, conn: sqlite3.Connection) -> bool:
+        row = conn.execute("SELECT game_id FROM games WHERE rowid=?", (self._watermark,)).fetchone()
+        return row is None or row[0] != self._watermark_gid
+
+    def _bump(self, key: str | None, kind: str, delta: int) -> None:
+        if kind == "usable":
+            assert key is not None
+            self._usable[key] = self._usable.get(key, 0) + delta
+            return
+        skips = self._skips.setdefault(key, SkipCounts()) if key else self._source_skips
+        setattr(skips, kind, getattr(skips, kind) + delta)
+
+    def _scan_new_games(self, conn: sqlite3.Connection) -> None:
+        cur = conn.execute(
+            "SELECT rowid, game_id, board_type, num_players, game_status, winner FROM games"
+            " WHERE rowid > ? ORDER BY rowid",
+            (self._watermark,),
+        )
+        orphans = self._orphans
+        while rows := cur.fetchmany(_CHUNK):
+            for rowid, gid, board, players, status, winner in rows:
+                key = config_of(board, players)
+                kind = classify(status, winner) if key else "other"
+                self._bump(key, kind, 1)
+                if kind == "active":
+                    self._pending[rowid] = key
+                gid = str(gid)
+                if key:
+                    self._config_max[key] = (rowid, gid)
+                if orphans and gid in orphans:  # its games row came after its moves
+                    self._bump(orphans.pop(gid), "orphan", -1)
+                self._watermark, self._watermark_gid = rowid, gid
+
+    def _pending_batch(self) -> list[int]:
+        """The pending rowids to recheck now: all recent ones plus a rotating slice of older ones."""
+        ids = list(self._pending)
+        if len(ids) <= _PENDING_RECENT + _PENDING_SLICE:
+            return ids
+        old, recent = ids[:-_PENDING_RECENT], ids[-_PENDING_RECENT:]
+        start = bisect.bisect_right(old, self._pending_cursor)
+        batch = old[start : start + _PENDING_SLICE]
+        if len(batch) < _PENDING_SLICE:  # wrap around
+            batch += old[: min(start, _PENDING_SLICE - len(batch))]
+        self._pending_cursor = batch[-1]
+        return batch + recent
+
+    def _recheck_pending(self, conn: sqlite3.Connection) -> None:
+        ids = self._pending_batch()
+        pending = ",".join(f"'{s}'" for s in sorted(PENDING_STATUSES))
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            # Usually nothing changed: one aggregate row instead of a row per pending game.
+            found, still = conn.execute(
+                f"SELECT count(*), total(lower(game_status) IN ({pending}))"
+                f" FROM games WHERE rowid IN ({marks})",
+                chunk,
+            ).fetchone()
+            if found == len(chunk) and int(still) == found:
+                continue
+            seen = set()
+            for rowid, status, winner in conn.execute(
+                f"SELECT rowid, game_status, winner FROM games WHERE rowid IN ({marks})", chunk
+            ):
+                seen.add(rowid)
+                kind = classify(status, winner)
+                if kind != "active":
+                    key = self._pending.pop(rowid)
+                    self._bump(key, "active", -1)
+                    self._bump(key, kind, 1)
+                    self._status_updates += 1
+            for rowid in set(chunk) - seen:  # deleted while pending
+                self._bump(self._pending.pop(rowid), "active", -1)
+
+    def _scan_orphans(self, conn: sqlite3.Connection) -> None:
+        """Games with moves but no ``games`` row, among the move rows added since the last pass."""
+        top = conn.execute("SELECT max(rowid) FROM game_moves").fetchone()[0] or 0
+        if top <= self._moves_watermark:
+            if top < self._moves_watermark:  # move rows deleted from the tail
+                self._moves_watermark = top
+            return
+        if self._moves_watermark == 0 and self._moves_by_game:
+            # First pass: hop from game to game along the game_id index (one seek per
+            # game) instead of reading every move row; the transaction bounds it at `top`.
+            rows = conn.execute(ORPHANS_BY_INDEX)
+        else:  # DISTINCT first, then one games lookup per game (not per move row).
+            rows = conn.execute(
+                "SELECT gid FROM (SELECT DISTINCT game_id AS gid FROM game_moves"
+                " WHERE rowid > ? AND rowid <= ?)"
+                " WHERE NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = gid)",
+                (self._moves_watermark, top),
+            )
+        new_ids = [str(gid) for (gid,) in rows]
+        for gid in new_ids:
+            if gid not in self._orphans:
+                key = orphan_config(conn, self._tables, gid)
+                self._orphans[gid] = key
+                self._bump(key, "orphan", 1)
+        self._moves_watermark = top
+
+    def _build(self, *, replaced: bool, changed: bool) -> SourceSnapshot:
+        configs: dict[str, ConfigSnapshot] = {}
+        keys = set(self._usable) | set(self._skips) | set(self._config_max)
+        for key in sorted(keys):
+            usable = self._usable.get(key, 0)
+            wm, gid = self._config_max.get(key, (0, ""))
+            sig_src = f"{self._identity}|{wm}|{gid}|{usable}"
+            configs[key] = ConfigSnapshot(
+                config_key=key,
+                usable_games=usable,
+                watermark=wm,
+                new_games=usable - self._prev_usable.get(key, 0) if changed else 0,
+                skipped=SkipCounts(**self._skips.get(key, SkipCounts()).as_dict()),
+                signature=hashlib.sha256(sig_src.encode()).hexdigest()[:32],
+            )
+        return SourceSnapshot(
+            path=str(self.path),
+            ok=True,
+            error=None,
+            schema_version=self._schema_version,
+            identity=self._identity,
+            max_rowid=self._watermark,
+            status_updates=self._status_updates,
+            replaced=replaced,
+            changed=changed,
+            configs=configs,
+            orphans=tuple(sorted(self._orphans)),
+        )
+
+    # -- streaming ----------------------------------------------------------
+    def iter_games(
+        self,
+        config_key: str,
+        *,
+        upto_rowid: int | None = None,
+        newest_first: bool = True,
+        limit: int | None = None,
+        min_rowid: int = 0,
+        sources: tuple[str, ...] | None = None,
+        rowids: Sequence[int] | None = None,
+    ) -> Iterator[Game]:
+        """Usable games of ``config_key`` with ``rowid <= upto_rowid``, one at a time.
+
+        ``rowids`` restricts them to those rows. Uses its own connection so streaming
+        never blocks :meth:`refresh`.
+        """
+        board, n = parse_config_key(config_key)
+        aliases = board_aliases(board)
+        conn = self._reader()
+        try:
+            yield from stream_games(
+                conn, aliases, n, upto_rowid, newest_first, limit, min_rowid, sources, rowids
+            )
+        except sqlite3.Error as e:
+            raise translate(self.path, e) from None
+        finally:
+            conn.close()
+
+    def iter_game_keys(
+        self,
+        config_key: str,
+        *,
+        upto_rowid: int | None = None,
+        newest_first: bool = True,
+        limit: int | None = None,
+    ) -> Iterator[tuple[str, int]]:
+        """``(created_at or "", rowid)`` of the games :meth:`iter_games` yields, in order; reads no moves."""
+        board, n = parse_config_key(config_key)
+        conn = self._reader()
+        try:
+            yield from game_keys(conn, board_aliases(board), n, upto_rowid, newest_first, limit)
+        except sqlite3.Error as e:
+            raise translate(self.path, e) from None
+        finally:
+            conn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        try:
+            return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+        except sqlite3.Error as e:
+            raise translate(self.path, e) from None

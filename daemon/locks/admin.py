@@ -1,0 +1,153 @@
+"""Backend selection and the listing of held locks (both backends) behind ``ringrift-daemon locks``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from daemon.locks.backends.file import inspect_lock_file
+from daemon.locks.backends.redis import REDIS_ERRORS, sync_client
+from daemon.locks.names import Backend, BackendChoice
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PROBE_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True)
+class BackendSelection:
+    """What a lock would use now. ``available`` False means fail closed (no training)."""
+
+    requested: BackendChoice
+    backend: Backend
+    available: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def redis_ping(url: str, password: str | None, timeout: float) -> str | None:
+    """None when Redis answers PING within ``timeout``, else the reason (never the password)."""
+    client = sync_client(url, password, timeout)
+    try:
+        client.ping()
+    except REDIS_ERRORS as e:
+        return f"{url} unreachable: {type(e).__name__}: {e}"
+    finally:
+        client.close()
+    return None
+
+
+def select_backend(
+    backend: BackendChoice,
+    redis_url: str | None,
+    *,
+    password: str | None = None,
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+) -> BackendSelection:
+    """auto: Redis when a URL is given and answers PING, else file (warning); redis: fail closed."""
+    if backend == "file":
+        return BackendSelection("file", "file", True, "file locks configured")
+    if redis_url is None:
+        if backend == "redis":
+            return BackendSelection(
+                "redis", "redis", False, "locks.backend is redis but no redis URL is configured"
+            )
+        return BackendSelection("auto", "file", True, "no redis configured: file locks (one host only)")
+    problem = redis_ping(redis_url, password, probe_timeout)
+    if problem is None:
+        return BackendSelection(backend, "redis", True, f"{redis_url} reachable")
+    if backend == "redis":
+        return BackendSelection("redis", "redis", False, problem)
+    log.warning("lock.backend_fallback", url=redis_url, reason=problem)
+    return BackendSelection("auto", "file", True, f"{problem}: fell back to file locks (one host only)")
+
+
+def list_file_locks(lock_dir: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if not lock_dir.is_dir():
+        return out
+    for path in sorted(lock_dir.glob("*.lock")):
+        try:
+            probe = inspect_lock_file(path)
+        except OSError as e:
+            out.append(
+                {"name": path.stem, "backend": "file", "held": None, "error": str(e), "path": str(path)}
+            )
+            continue
+        if not probe["held"]:
+            continue
+        info = probe["info"] or {}
+        out.append(
+            {
+                "name": info.get("name", path.stem),
+                "backend": "file",
+                "held": True,
+                "token": info.get("token"),
+                "holder": _holder(info),
+                "acquired_at": info.get("acquired_at"),
+                "ttl_left": None,
+                "path": str(path),
+            }
+        )
+    return out
+
+
+def list_redis_locks(
+    redis_url: str, key_prefix: str, password: str | None, timeout: float
+) -> list[dict[str, Any]]:
+    client = sync_client(redis_url, password, timeout)
+    try:
+        head = f"{key_prefix}lock:"
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"
+        out: list[dict[str, Any]] = []
+        for raw_key in client.scan_iter(match=pattern, count=500):
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            name = key[len(head) :]
+            pttl = int(client.pttl(key))
+            fields = client.hgetall(f"{key_prefix}lockinfo:{name}")
+            raw_info = fields.get(b"info")
+            info = orjson.loads(raw_info) if raw_info else {}
+            token = fields.get(b"token")
+            out.append(
+                {
+                    "name": name,
+                    "backend": "redis",
+                    "held": True,
+                    "token": int(token) if token is not None else None,
+                    "holder": _holder(info),
+                    "acquired_at": info.get("acquired_at"),
+                    "ttl_left": pttl / 1000.0 if pttl >= 0 else None,
+                }
+            )
+        return sorted(out, key=lambda d: d["name"])
+    finally:
+        client.close()
+
+
+def _holder(info: dict[str, Any]) -> str | None:
+    if "host" not in info:
+        return None
+    return f"{info['host']}:{info.get('pid')}"
+
+
+def list_locks(
+    lock_dir: Path,
+    redis_url: str | None = None,
+    key_prefix: str = "ringrift:",
+    password: str | None = None,
+    timeout: float = 2.0,
+) -> list[dict[str, Any]]:
+    """Held locks of both backends: name, backend, holder, token, ttl_left (None for file locks).
+
+    Raises the Redis error when a URL is given and Redis cannot be read.
+    """
+    rows = list_file_locks(lock_dir)
+    if redis_url is not None:
+        rows += list_redis_locks(redis_url, key_prefix, password, timeout)
+    return rows

@@ -1,0 +1,1 @@
+"""Lease backends: ``redis`` (shared, fenced) and ``file`` (``flock``, one host)."""

@@ -1,0 +1,1 @@
+"""Record stores for the registry's rows: ``sqlite`` (one node)."""

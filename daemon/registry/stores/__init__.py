@@ -1,0 +1,1 @@
+"""Object stores for model files: ``file`` (a path, local or shared)."""

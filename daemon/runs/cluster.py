@@ -1,0 +1,106 @@
+"""What every node must know about runs done elsewhere.
+
+Each node keeps its own journal and registry; with the Redis backend, the last
+finished and last successful run of each config are also published in Redis
+(``{prefix}run:{config}``), so a node never retrains a config another node
+just trained, and the minimum interval holds across the cluster. With file
+locks (one node) the local journal is the whole truth and this is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+import structlog
+
+from daemon.locks.backends.redis import sync_client
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    finished_at: datetime
+    state: str
+    usable_games: int | None
+    model_id: str | None
+    node: str
+
+    def as_json(self) -> str:
+        return json.dumps({**self.__dict__, "finished_at": self.finished_at.isoformat()})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ClusterRun:
+        d: dict[str, Any] = json.loads(raw)
+        return cls(
+            datetime.fromisoformat(d["finished_at"]),
+            d["state"],
+            d.get("usable_games"),
+            d.get("model_id"),
+            d.get("node", "?"),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    last_success: dict[str, ClusterRun]
+    last_finished: dict[str, ClusterRun]
+
+
+EMPTY = ClusterView({}, {})
+
+
+class ClusterState:
+    """Blocking Redis calls: run them in a worker thread."""
+
+    def __init__(self, url: str | None, password: str | None, key_prefix: str, timeout: float = 2.0) -> None:
+        self.url = url
+        self.password = password
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+
+    def _key(self, config: str) -> str:
+        return f"{self.key_prefix}run:{config}"
+
+    def read(self, configs: list[str]) -> ClusterView:
+        if self.url is None:
+            return EMPTY
+        client = sync_client(self.url, self.password, self.timeout)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for key in configs:
+                pipe.hgetall(self._key(key))
+            rows = pipe.execute()
+        except redis.RedisError as e:
+            log.warning("cluster.read_failed", reason=str(e))
+            return EMPTY
+        finally:
+            client.close()
+        ok: dict[str, ClusterRun] = {}
+        fin: dict[str, ClusterRun] = {}
+        for key, row in zip(configs, rows, strict=True):
+            if row.get(b"success"):
+                ok[key] = ClusterRun.from_json(row[b"success"])
+            if row.get(b"finished"):
+                fin[key] = ClusterRun.from_json(row[b"finished"])
+        return ClusterView(ok, fin)
+
+    def publish(self, config: str, run: ClusterRun) -> None:
+        """Record a finished run (called while the run still holds the config's lease)."""
+        if self.url is None:
+            return
+        client = sync_client(self.url, self.password, self.timeout)
+        try:
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(self._key(config), "finished", run.as_json())
+            if run.state == "succeeded":
+                pipe.hset(self._key(config), "success", run.as_json())
+            pipe.execute()
+        except redis.RedisError as e:
+            log.warning("cluster.publish_failed", config=config, reason=str(e))
+        finally:
+            client.close()

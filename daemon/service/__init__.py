@@ -1,0 +1,1 @@
+"""The long-running service: composition root, scheduler loop, HTTP, metrics, systemd."""

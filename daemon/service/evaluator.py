@@ -1,0 +1,185 @@
+"""Glue between what was polled and what is decided: feeds the curriculum,
+triggers and health monitor with the current numbers and publishes the result
+to the in-memory view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from daemon.data.sources import PollResult
+from daemon.decide.ingest import ingest_evaluation_games
+from daemon.runs.cluster import EMPTY, ClusterView
+
+if TYPE_CHECKING:
+    from daemon.pipeline import OptimizedTrainingPipeline
+    from daemon.service.app import Components
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Decision:
+    key: str
+    should_train: bool
+    reason: str
+    priority: float
+    signal_scores: dict[str, float] = field(default_factory=dict)
+    curriculum_weight: float = 1.0
+
+
+class Evaluator:
+    def __init__(self, components: Components, pipeline: OptimizedTrainingPipeline) -> None:
+        self.c = components
+        self.pipeline = pipeline
+        self.poll: PollResult | None = None
+        self._last_usable: dict[str, int] = {}
+        self.cluster: ClusterView = EMPTY
+        self._eval_marks: dict[tuple[str, str], int] = {}
+
+    def apply_poll(self, poll: PollResult, now: datetime) -> None:
+        self.poll = poll
+        self.c.apply_source_changes(now)
+        view = self.c.view
+        view.sources = {
+            path: {
+                "ok": s.ok,
+                "schema_version": s.schema_version,
+                "orphans": len(s.orphans),
+                "error": s.error,
+            }
+            for path, s in poll.sources.items()
+        }
+        for key, totals in poll.configs.items():
+            if totals.usable_games != self._last_usable.get(key):
+                if key in self._last_usable and totals.usable_games > self._last_usable[key]:
+                    self.c.health.record_data_update(key, game_count=totals.usable_games, now=now)
+                self._last_usable[key] = totals.usable_games
+            cv = view.configs[key]
+            cv.usable_games = totals.usable_games
+            cv.skipped = totals.skipped.as_dict()
+
+    async def refresh_cluster(self) -> None:
+        """Runs other nodes finished (Redis backend only; a no-op with file locks)."""
+        self.cluster = await asyncio.to_thread(self.c.cluster.read, list(self.c.settings.configs))
+
+    def _last(self, key: str, success: bool) -> tuple[datetime | None, int | None, str | None]:
+        """(finished_at, usable_games, model_id) of the newest run here or on any node."""
+        local = self.c.journal.last_success(key) if success else self.c.journal.last_finished(key)
+        remote = (self.cluster.last_success if success else self.cluster.last_finished).get(key)
+        best: tuple[datetime | None, int | None, str | None] = (None, None, None)
+        if local is not None and local.finished_at is not None:
+            best = (local.finished_at, local.usable_games, local.model_id)
+        if remote is not None and (best[0] is None or remote.finished_at > best[0]):
+            best = (remote.finished_at, remote.usable_games, remote.model_id)
+        return best
+
+    async def ingest(self, now: datetime) -> int:
+        """Feed the curriculum with new evaluation games of each config's current model."""
+        found = await asyncio.to_thread(self.c.collect_evaluation_games, self._eval_marks)
+        n = 0
+        for key, model_id, games in found:
+            report = ingest_evaluation_games(self.c.curriculum, key, games, model_id, now=now)
+            n += report.ingested
+        return n
+
+    def _new_games(self, key: str, usable: int) -> int:
+        base = self._last(key, True)[1]
+        return max(0, usable - (base or 0))
+
+    def _model_count(self, key: str) -> int:
+        # A model trained on another node counts: its registry is not ours.
+        local = self.c.model_count(key)
+        return max(local, 1 if self._last(key, True)[2] else 0)
+
+    def decide(self, now: datetime, running: set[str]) -> dict[str, Decision]:
+        c = self.c
+        counts = {key: self._model_count(key) for key in c.settings.configs}
+        for key, models in counts.items():
+            # The registry is the source of truth for model counts (models may predate decide.db).
+            c.curriculum.set_model_count(key, models)
+            c.health.set_model_count(key, models, now=now)
+        weights = c.curriculum.get_curriculum_weights(now=now)
+        out: dict[str, Decision] = {}
+        for key in c.settings.configs:
+            usable = self._last_usable.get(key, 0)
+            models = counts[key]
+            metrics = c.curriculum.get_config_metrics(key, now=now)
+            if metrics.win_rate is not None:
+                c.health.record_win_rate(key, win_rate=metrics.win_rate, now=now)
+            latest = c.models.get_latest(key)
+            c.triggers.update_config_state(
+                key,
+                games_count=usable,
+                new_games=self._new_games(key, usable),
+                win_rate=metrics.win_rate,
+                model_count=models,
+                last_training_time=self._last(key, True)[0] or (latest.created_at if latest else None),
+                last_run_time=self._last(key, False)[0],
+                curriculum_weight=weights.get(key, 1.0),
+            )
+            d = c.triggers.should_train(key, now=now)
+            should, reason = d.should_train, d.reason
+            if key in running:
+                should, reason = False, f"run in progress ({reason})"
+            out[key] = Decision(
+                key, should, reason, float(d.priority), dict(d.signal_scores), weights.get(key, 1.0)
+            )
+        return out
+
+    def evaluate_health(self, now: datetime) -> None:
+        """Raise/resolve alerts (writes the health store), then show the result."""
+        self.c.health.evaluate(now=now)
+        self.show_health(now)
+
+    def show_health(self, now: datetime) -> None:
+        """Copy the health report into the view (read-only: ``status`` uses it too)."""
+        c = self.c
+        report = c.health.get_health_status(now=now)
+        c.view.health = report.status
+        c.view.health_summary = report.summary
+        c.view.alerts = [alert_dict(a) for a in report.active_alerts]
+
+    def publish(self, now: datetime, decisions: dict[str, Decision] | None, running: set[str]) -> None:
+        c = self.c
+        view = c.view
+        health = c.health.snapshot(now=now)["configs"]
+        for key, cv in view.configs.items():
+            if decisions is not None and key in decisions:
+                d = decisions[key]
+                cv.should_train, cv.reason, cv.priority = d.should_train, d.reason, d.priority
+                cv.signal_scores = d.signal_scores
+                cv.curriculum_weight = d.curriculum_weight
+            cv.new_games = self._new_games(key, cv.usable_games)
+            cv.is_running = key in running or key in self.pipeline.active
+            run = self.pipeline.active.get(key)
+            cv.run = dict(run) if run else None
+            cv.trainer = dict(c.progress.get(key, {})) if cv.is_running else {}
+            latest = c.models.get_latest(key)
+            prod = c.models.get_production(key)
+            cv.latest_model = latest.model_id if latest else None
+            cv.production_model = prod.model_id if prod else None
+            cv.model_count = self._model_count(key)
+            cv.win_rate = c.curriculum.get_config_metrics(key, now=now).win_rate
+            # The health monitor is the one count of failures since the last success.
+            cv.consecutive_failures = int(health.get(key, {}).get("consecutive_failures", 0))
+            last_ok = self._last(key, True)[0]
+            cv.last_success_ts = last_ok.timestamp() if last_ok else None
+            cv.alerts = [a for a in view.alerts if a.get("config") == key]
+
+
+def alert_dict(a: Any) -> dict[str, Any]:
+    sev = getattr(a, "severity", "")
+    since: Any = getattr(a, "since", None)
+    return {
+        "severity": str(getattr(sev, "value", sev)).lower(),
+        "kind": getattr(a, "kind", ""),
+        "config": getattr(a, "config", None),
+        "message": getattr(a, "message", ""),
+        "since": since.isoformat() if hasattr(since, "isoformat") else since,
+    }

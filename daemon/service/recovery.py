@@ -1,0 +1,47 @@
+"""Start-up recovery: end what a crashed predecessor left (orphan trainers, runs in flight)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from daemon.training.pidrecords import reap_orphans
+
+if TYPE_CHECKING:
+    from daemon.service.app import Components
+
+log = structlog.get_logger(__name__)
+
+
+async def recover(c: Components, now: datetime) -> list[str]:
+    """End what a crashed predecessor left: orphan trainer groups, runs still in flight."""
+    killed = await asyncio.to_thread(reap_orphans, c.runner.state_dir, grace=c.settings.training.grace)
+    if killed:
+        log.warning("recovery.orphan_trainers_ended", pids=killed)
+    resolved = []
+    for run in c.journal.in_flight(node=c.node):
+        model_id = _registered_by(c, run.config, run.run_id) if run.state == "registering" else None
+        if model_id is not None:
+            # Killed after the registry committed (fenced) but before the journal did: it succeeded.
+            msg = f"registered {model_id} (recovered: the daemon stopped before recording it)"
+            c.journal.update(run.run_id, now=now, state="succeeded", message=msg, model_id=model_id)
+            c.health.record_training_complete(run.config, success=True, now=now, message=msg)
+            c.metrics.runs.labels(run.config, "succeeded").inc()
+            log.warning("run.succeeded", config=run.config, run_id=run.run_id, recovered=True)
+            resolved.append(run.run_id)
+            continue
+        msg = f"interrupted: the daemon stopped while the run was {run.state}"
+        c.journal.update(run.run_id, now=now, state="interrupted", message=msg)
+        c.health.record_training_complete(run.config, success=False, now=now, message=msg)
+        c.metrics.runs.labels(run.config, "interrupted").inc()
+        log.warning("run.interrupted", config=run.config, run_id=run.run_id, message=msg, recovered=True)
+        resolved.append(run.run_id)
+    return resolved
+
+
+def _registered_by(c: Components, key: str, run_id: str) -> str | None:
+    """The model a run registered, if its registration committed."""
+    return next((m.model_id for m in c.models.list_models(config=key) if m.run_id == run_id), None)

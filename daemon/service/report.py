@@ -1,0 +1,66 @@
+"""``ringrift-daemon status`` and ``health``: the service's view, computed here.
+
+Works whether or not the service is running: it reads the same databases and
+state stores (read-only for decisions: nothing is dispatched, no lock taken).
+Exit 0 whenever the report was printed, even if sources are broken or health
+is degraded (those are in the report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from daemon.settings import Settings
+
+
+async def build_report(settings: Settings, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    from daemon.locks import list_locks
+    from daemon.pipeline import OptimizedTrainingPipeline
+    from daemon.service.app import build_components
+    from daemon.service.evaluator import Evaluator
+
+    comps = build_components(settings, dict(environ or {}))
+    await comps.start()
+    try:
+        now = datetime.now(UTC)
+        ev = Evaluator(comps, OptimizedTrainingPipeline(comps))
+        poll = await asyncio.to_thread(comps.sources.poll)
+        ev.apply_poll(poll, now)
+        ev.show_health(now)
+        running = {r.config for r in comps.journal.in_flight()}
+        await ev.refresh_cluster()
+        decisions = ev.decide(now, running=running)
+        ev.publish(now, decisions, running=running)
+        r = settings.redis
+        locks_error = None
+        try:
+            locks = await asyncio.to_thread(
+                list_locks,
+                settings.lock_dir,
+                redis_url=r.url if r else None,
+                key_prefix=r.key_prefix if r else "ringrift:",
+                password=r.resolved_password() if r else None,
+            )
+        except Exception as e:  # Redis down: the report must still show it (and the file locks)
+            locks_error = f"{type(e).__name__}: {e}"
+            locks = await asyncio.to_thread(list_locks, settings.lock_dir)
+        by_config = {str(lk.get("name", "")).split(":", 1)[-1]: lk for lk in locks}
+        for run in comps.journal.in_flight():
+            cv = comps.view.configs.get(run.config)
+            if cv is not None:
+                cv.run = {
+                    "run_id": run.run_id,
+                    "state": run.state,
+                    "node": run.node,
+                    "started_at": run.started_at.isoformat(),
+                    "fencing_token": run.fencing_token,
+                }
+        out = comps.view.as_status()
+        out["locks_error"] = locks_error
+        for key, cfg in out["configs"].items():
+            cfg["lock"] = by_config.get(key)
+        return out
+    finally:
+        await comps.close()

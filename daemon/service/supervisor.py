@@ -1,0 +1,276 @@
+"""The asyncio service: schedule, tick, dispatch, drain, shutdown.
+
+Three APScheduler jobs (poll the databases, decide and dispatch, evaluate
+health) call the same steps that :meth:`Service.tick` runs in sequence, so tests
+drive the loop one tick at a time with an explicit ``now``. Signal handlers
+only set flags; the drain runs in normal code with a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from daemon.pipeline import Lease, OptimizedTrainingPipeline, PipelineResult
+from daemon.service.app import Components, build_components
+from daemon.service.evaluator import Evaluator
+from daemon.service.http import HttpServer
+from daemon.service.notify import SystemdNotifier, Watchdog
+from daemon.service.recovery import recover
+from daemon.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILURE = 3
+
+
+@dataclass
+class TickReport:
+    dispatched: list[str] = field(default_factory=list)
+    decisions: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    def __init__(
+        self, components: Components, *, notifier: SystemdNotifier | None = None, handle_signals: bool = True
+    ) -> None:
+        self.c = components
+        self.settings = components.settings
+        self.pipeline = OptimizedTrainingPipeline(components)
+        self.evaluator = Evaluator(components, self.pipeline)
+        self.notifier = notifier or SystemdNotifier(None, None, None)
+        self.watchdog = Watchdog(self.notifier)
+        self.handle_signals = handle_signals
+        self.tasks: dict[str, asyncio.Task[PipelineResult]] = {}
+        self.results: list[PipelineResult] = []
+        self.should_exit = asyncio.Event()
+        self.force_exit = False
+        self.scheduler: AsyncIOScheduler | None = None
+        self.http: HttpServer | None = None
+        self._dispatching = True
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        await self.c.start()
+        await recover(self.c, datetime.now(UTC))
+        s = self.settings
+        if s.http.enabled:
+            self.http = HttpServer(
+                s.http.host,
+                s.http.port,
+                self.c.prom,
+                lambda: self.c.view,
+                max_tick_age=3 * max(s.schedule.poll_interval, s.schedule.decide_interval) + 30,
+            )
+            await self.http.start()
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, sig)
+        self.c.view.service_running = True
+
+    def start_scheduler(self) -> None:
+        s = self.settings.schedule
+        sched = AsyncIOScheduler(
+            job_defaults={
+                "max_instances": 1,
+                "coalesce": True,
+                "misfire_grace_time": int(s.misfire_grace) or 1,
+            }
+        )
+        now = datetime.now(UTC)
+        sched.add_job(self.poll_job, "interval", seconds=s.poll_interval, id="poll", next_run_time=now)
+        sched.add_job(self.decide_job, "interval", seconds=s.decide_interval, id="decide", next_run_time=now)
+        sched.add_job(self.health_job, "interval", seconds=s.health_interval, id="health", next_run_time=now)
+        if self.notifier.watchdog_enabled:
+            every = max(0.5, (self.notifier.watchdog_interval or 10.0) / 2)
+            sched.add_job(self.watchdog_job, "interval", seconds=every, id="watchdog")
+        sched.add_listener(self._job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        sched.start()
+        self.scheduler = sched
+
+    def _job_event(self, event: JobExecutionEvent) -> None:
+        kind = {
+            EVENT_JOB_ERROR: "error",
+            EVENT_JOB_MISSED: "missed",
+            EVENT_JOB_MAX_INSTANCES: "max_instances",
+        }
+        name = kind.get(event.code, "error")
+        self.c.metrics.scheduler_events.labels(name).inc()
+        log.warning("scheduler.job_" + name, job=event.job_id, error=str(getattr(event, "exception", "")))
+
+    def request_stop(self, sig: int | None = None) -> None:
+        """Signal handler: flags only. A second signal forces."""
+        if self.should_exit.is_set():
+            self.force_exit = True
+        self.should_exit.set()
+
+    # -- jobs -------------------------------------------------------------------
+    async def poll_job(self) -> None:
+        self.watchdog.beat(time.monotonic())
+        t = time.monotonic()
+        poll = await asyncio.to_thread(self.c.sources.poll)
+        self.c.metrics.poll_duration.observe(time.monotonic() - t)
+        now = datetime.now(UTC)
+        self.evaluator.apply_poll(poll, now)
+        await self.evaluator.ingest(now)
+
+    async def decide_job(self) -> None:
+        await self.decide(datetime.now(UTC))
+
+    async def health_job(self) -> None:
+        self.evaluator.evaluate_health(datetime.now(UTC))
+
+    async def watchdog_job(self) -> None:
+        self.watchdog.maybe_ping(time.monotonic())
+
+    async def decide(self, now: datetime) -> TickReport:
+        t = time.monotonic()
+        report = TickReport()
+        await self.evaluator.refresh_cluster()
+        decisions = self.evaluator.decide(now, running=set(self.tasks))
+        report.decisions = decisions
+        if self._dispatching and not self.should_exit.is_set():
+            slots = self.settings.training.max_concurrent - len(self.tasks)
+            ready = sorted(
+                (d for d in decisions.values() if d.should_train and d.key not in self.tasks),
+                key=lambda d: -d.priority,
+            )
+            # Highest priority first; a config locked by another node is passed over, so
+            # several nodes spread over the ready configs instead of queueing on one.
+            for d in ready:
+                if slots <= 0:
+                    break
+                lease = await self.pipeline.acquire(d.key)
+                if isinstance(lease, str):
+                    d.reason = f"{lease}; {d.reason}"
+                    continue
+                self._dispatch(d.key, d.reason, lease)
+                report.dispatched.append(d.key)
+                slots -= 1
+        self.evaluator.publish(now, decisions, running=set(self.tasks))
+        self.c.view.last_tick_ts = now.timestamp()
+        self.watchdog.beat(time.monotonic())
+        self.c.metrics.tick_duration.observe(time.monotonic() - t)
+        log.debug("tick.finished", dispatched=report.dispatched)
+        return report
+
+    async def tick(self, now: datetime) -> TickReport:
+        """One full pass (poll, health, decide and dispatch) for tests and ``--once``."""
+        poll = await asyncio.to_thread(self.c.sources.poll)
+        self.evaluator.apply_poll(poll, now)
+        await self.evaluator.ingest(now)
+        self.evaluator.evaluate_health(now)
+        return await self.decide(now)
+
+    def _dispatch(self, key: str, reason: str, lease: Lease) -> None:
+        usable = self.c.view.configs[key].usable_games
+        task = asyncio.create_task(
+            self.pipeline.run_training(key, usable_games=usable, reason=reason, lease=lease),
+            name=f"run:{key}",
+        )
+        self.tasks[key] = task
+        task.add_done_callback(lambda t, k=key: self._done(k, t))  # type: ignore[misc]
+
+    def _done(self, key: str, task: asyncio.Task[PipelineResult]) -> None:
+        self.tasks.pop(key, None)
+        if not task.cancelled() and task.exception() is None:
+            self.results.append(task.result())
+        self.evaluator.publish(datetime.now(UTC), None, running=set(self.tasks))
+
+    async def wait_runs(self) -> list[PipelineResult]:
+        while self.tasks:
+            await asyncio.wait(list(self.tasks.values()))
+        return self.results
+
+    # -- shutdown ---------------------------------------------------------------
+    async def drain(self) -> None:
+        """Stop dispatching; let runs finish within drain_timeout; then stop their trainers."""
+        self._dispatching = False
+        self.notifier.stopping(status=f"draining {len(self.tasks)} run(s)")
+        # Keep systemd's stop timeout ahead of the drain and the trainers' grace.
+        bound = self.settings.schedule.drain_timeout + self.settings.training.grace + 15
+        self.notifier.extend_timeout(int(bound * 1_000_000))
+        log.info("service.stopping", running=list(self.tasks))
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        deadline = time.monotonic() + self.settings.schedule.drain_timeout
+        while self.tasks and not self.force_exit and time.monotonic() < deadline:
+            await asyncio.wait(list(self.tasks.values()), timeout=0.2)
+        for key in list(self.tasks):
+            self.pipeline.stop(key)  # trainer gets SIGTERM -> checkpoint -> exit; then SIGKILL after grace
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=self.settings.training.grace + 10)
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        self.c.view.service_running = False
+        await self.c.close()
+        log.info("service.stopped")
+
+
+async def run_service(
+    settings: Settings, *, once: bool = False, demo: bool = False, environ: dict[str, str] | None = None
+) -> int:
+    env = dict(environ or {})
+    sim_task = None
+    sim_stop = asyncio.Event()
+    if demo:
+        settings = _with_demo_db(settings)
+        from daemon.selfplay_sim import SelfPlaySim
+
+        sim = SelfPlaySim(settings.demo.db, [settings.demo.config], settings.demo.rate)
+        sim_task = asyncio.create_task(sim.run(sim_stop))
+    notifier = SystemdNotifier.from_environ(env, pid=os.getpid())
+    notifier.open()
+    service = Service(build_components(settings, env), notifier=notifier)
+    try:
+        await service.start()
+    except Exception as e:
+        log.error("service.startup_failed", error=str(e))
+        sim_stop.set()
+        return EXIT_STARTUP_FAILURE
+    try:
+        log.info(
+            "service.started",
+            configs=len(settings.configs),
+            backend=service.c.lock_backend,
+            http=f"{settings.http.host}:{service.http.bound_port if service.http else '-'}",
+        )
+        if once:
+            await service.tick(datetime.now(UTC))
+            await service.wait_runs()
+        else:
+            service.start_scheduler()
+            notifier.ready(status=f"{len(settings.configs)} configs, {service.c.lock_backend} locks")
+            await service.should_exit.wait()
+    finally:
+        sim_stop.set()
+        await service.drain()
+        await service.close()
+        if sim_task is not None:
+            await asyncio.gather(sim_task, return_exceptions=True)
+        notifier.close()
+    return EXIT_OK
+
+
+def _with_demo_db(settings: Settings) -> Settings:
+    db = str(settings.demo.db)
+    from daemon.data.sources import expand
+
+    if Path(db).absolute() in expand(settings.game_dbs):
+        return settings
+    return settings.model_copy(update={"game_dbs": (*settings.game_dbs, db)})

@@ -1,0 +1,1 @@
+"""The trainer process (``python -m daemon.training``): the only code that imports torch."""

@@ -1,0 +1,364 @@
+"""The training loop: AdamW + warm-up/cosine, clipping, AMP on CUDA, DDP, early stopping.
+
+Every rank runs the same loop; rank 0 alone prints progress and writes the
+checkpoint. Per step, DDP ranks all-reduce ``[loss, stop]`` so a NaN or a SIGTERM
+seen by one rank stops all of them at the same step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from daemon.npz.reader import open_training_file
+from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.trainer import ddp
+from daemon.training.trainer.checkpoint import (
+    CHECKPOINT_NAME,
+    parent_architecture,
+    read_checkpoint,
+    save_checkpoint,
+)
+from daemon.training.trainer.checkpoint import warm_start as load_parent
+from daemon.training.trainer.data import Batch, BatchLoader, majority_baseline, split_by_game
+from daemon.training.trainer.model import Architecture, RingNet
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    out: Path
+    epochs: int
+    batch_size: int
+    init: Path | None = None
+    device: str = "auto"
+    fencing_token: int | None = None
+    allow_legacy_pickle: bool = False
+    run_id: str | None = None
+    data_hash: str | None = None
+    parent: str | None = None
+    channels: int | None = None  # None: the parent's, else 32
+    blocks: int | None = None  # None: the parent's, else 2
+    lr: float = 2e-3
+    seed: int = 0
+    patience: int = 3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    warmup_fraction: float = 0.05
+    heartbeat_interval: float = 30.0
+    debug_nan_at_step: int | None = None  # tests only: poison the loss at this global step
+
+
+class StopFlag:
+    """Set from the SIGTERM handler; checked between steps."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+
+    def set(self) -> None:
+        self.is_set = True
+
+
+def pick_device(requested: str, info: ddp.DistInfo) -> torch.device:
+    has_cuda = torch.cuda.is_available()
+    if requested == "cuda" and not has_cuda:
+        raise TrainerError(ExitCode.BAD_ARGS, "--device cuda requested but CUDA is not available")
+    if requested == "cuda" or (requested == "auto" and has_cuda):
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def compute_loss(
+    logits: torch.Tensor, values: torch.Tensor, b: Batch, num_players: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, policy, value) loss; policy targets of -1 are ignored, values only for real seats."""
+    valid = (b.policy >= 0).to(torch.float32)
+    ce = F.cross_entropy(logits.float(), b.policy.clamp(min=0), reduction="none")
+    p_loss = (ce * valid).sum() / valid.sum().clamp(min=1.0)
+    v_loss = F.mse_loss(values[:, :num_players].float(), b.values_mp[:, :num_players])
+    return p_loss + v_loss, p_loss, v_loss
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, info: ddp.DistInfo, emit: Emit, stop: StopFlag) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.emit = emit
+        self.stop = stop
+        self.global_step = 0
+
+    def setup(self) -> None:
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device, info)
+        self.amp = self.device.type == "cuda"
+        self.arrays = open_training_file(cfg.data, allow_legacy_pickle=cfg.allow_legacy_pickle)
+        a = self.arrays
+        self.num_players = int(a.meta["num_players"])
+        parent_ckpt = read_checkpoint(cfg.init) if cfg.init is not None else None
+        parent_arch = parent_architecture(parent_ckpt) if parent_ckpt else {}
+        c, h, _ = a.input_shape
+        self.arch = Architecture(
+            channels=cfg.channels or int(parent_arch.get("channels", 32)),
+            blocks=cfg.blocks or int(parent_arch.get("blocks", 2)),
+            in_planes=c,
+            num_globals=a.num_globals,
+            policy_size=int(a.meta["policy_size"]),
+            grid=h,
+        )
+        self.model: nn.Module = RingNet(self.arch)
+        if parent_ckpt is not None and cfg.init is not None:
+            load_parent(self.model, self.arch, parent_ckpt, cfg.init)
+        self.model.to(self.device)
+        self.split = split_by_game(a.game_ids)
+        _, self.baseline = majority_baseline(a.policy_index, self.split)
+        ddp.init(info, self.device)
+        self.net: nn.Module = self.model
+        if info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.train_loader = BatchLoader(
+            a,
+            self.split.train,
+            cfg.batch_size,
+            self.device,
+            shuffle=True,
+            seed=cfg.seed,
+            rank=info.rank,
+            world=info.world,
+        )
+        self.val_loader = BatchLoader(
+            a,
+            self.split.val,
+            cfg.batch_size,
+            self.device,
+            shuffle=False,
+            seed=cfg.seed,
+            rank=info.rank,
+            world=info.world,
+            equal_shards=False,
+        )
+        steps = max(1, -(-self.train_loader.num_samples() // cfg.batch_size)) * cfg.epochs
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(steps, cfg.warmup_fraction))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+
+    # -- one epoch ---------------------------------------------------------
+    def _step(self, b: Batch) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits, values = self.net(b.x, b.g)
+        loss, _, _ = compute_loss(logits, values, b, self.num_players)
+        if self.cfg.debug_nan_at_step is not None and self.global_step >= self.cfg.debug_nan_at_step:
+            loss = loss * float("nan")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        self.scaler.unscale_(self.opt)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.global_step += 1
+        return loss.detach()
+
+    def train_epoch(self, epoch: int) -> tuple[float, int, float]:
+        """Returns (mean loss, samples on this rank, seconds); raises DIVERGED on a non-finite loss."""
+        self.net.train()
+        total, seen, t0 = 0.0, 0, time.perf_counter()
+        last_beat = time.monotonic()
+        for b in self.train_loader.epoch(epoch):
+            loss = self._step(b)
+            flags = torch.stack([loss.float().cpu(), torch.tensor(float(self.stop.is_set))])
+            loss_v, stop = ddp.all_reduce_sum(flags, self.info).tolist()
+            if not math.isfinite(loss_v):
+                raise TrainerError(ExitCode.DIVERGED, f"non-finite loss {loss_v} at step {self.global_step}")
+            total += loss_v / self.info.world * len(b)
+            seen += len(b)
+            if stop:
+                self.stop.set()
+                break
+            if time.monotonic() - last_beat >= self.cfg.heartbeat_interval:
+                last_beat = time.monotonic()
+                self.emit({"event": "heartbeat", "epoch": epoch, "step": self.global_step, "samples": seen})
+        return total / max(1, seen), seen, time.perf_counter() - t0
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        # loss, policy loss, value loss (seats), mover value loss, correct, policy rows, rows, stop
+        s = torch.zeros(8, dtype=torch.float64)
+        for b in self.val_loader.epoch(0):
+            if self.stop.is_set:
+                break
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits, values = self.model(b.x, b.g)
+            _, p_loss, v_loss = compute_loss(logits, values, b, self.num_players)
+            mover = values.float().gather(1, b.seat[:, None]).squeeze(1)
+            valid = b.policy >= 0
+            n_pol, n = float(valid.sum()), float(len(b))
+            correct = float(((logits.argmax(1) == b.policy) & valid).sum())
+            s += torch.tensor(
+                [
+                    0.0,
+                    float(p_loss) * n_pol,
+                    float(v_loss) * n,
+                    float(F.mse_loss(mover, b.values)) * n,
+                    correct,
+                    n_pol,
+                    n,
+                    0.0,
+                ],
+                dtype=torch.float64,
+            )
+        s[7] = float(self.stop.is_set)
+        s = ddp.all_reduce_sum(s, self.info)
+        if s[7] > 0:
+            self.stop.set()
+        n_pol, n = max(1.0, float(s[5])), max(1.0, float(s[6]))
+        return {
+            "val_loss": float(s[1]) / n_pol + float(s[2]) / n,
+            "val_value_loss": float(s[2]) / n,
+            "val_value_loss_mover": float(s[3]) / n,
+            "policy_accuracy": float(s[4]) / n_pol,
+        }
+
+    # -- whole run ---------------------------------------------------------
+    def run(self) -> ExitCode:
+        cfg = self.cfg
+        self.emit(self._start_event())
+        best: dict[str, torch.Tensor] | None = None
+        best_val, best_acc, bad_epochs = math.inf, 0.0, 0
+        losses: list[dict[str, float | int]] = []
+        epochs_done = 0
+        for epoch in range(1, cfg.epochs + 1):
+            train_loss, seen, secs = self.train_epoch(epoch)
+            if self.stop.is_set:
+                break
+            ev = self.evaluate()
+            if self.stop.is_set:
+                break
+            if not math.isfinite(ev["val_loss"]):
+                raise TrainerError(ExitCode.DIVERGED, f"non-finite validation loss at epoch {epoch}")
+            epochs_done = epoch
+            losses.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": ev["val_loss"],
+                    "policy_accuracy": ev["policy_accuracy"],
+                }
+            )
+            improved = ev["val_loss"] < best_val - 1e-6
+            if improved:
+                best_val, best_acc, bad_epochs = ev["val_loss"], ev["policy_accuracy"], 0
+                best = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            self.emit(
+                {
+                    "event": "epoch",
+                    "epoch": epoch,
+                    "epochs": cfg.epochs,
+                    "train_loss": train_loss,
+                    **ev,
+                    "baseline_policy_accuracy": self.baseline,
+                    "lr": self.sched.get_last_lr()[0],
+                    "samples_per_second": seen * self.info.world / max(secs, 1e-9),
+                    "improved": improved,
+                }
+            )
+            if bad_epochs >= cfg.patience:
+                self.emit({"event": "early_stop", "epoch": epoch, "best_val_loss": best_val})
+                break
+        interrupted = self.stop.is_set
+        current = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        state = best if best is not None else current
+        meta = self._metadata(epochs_done, losses, best_val, best_acc, interrupted)
+        path: Path | None = None
+        if self.info.is_main:
+            path = save_checkpoint(cfg.out / CHECKPOINT_NAME, state, meta)
+        self.emit(
+            {
+                "event": "done",
+                "checkpoint": str(path) if path else None,
+                "interrupted": interrupted,
+                "epochs": epochs_done,
+                "best_val_loss": meta["best_val_loss"],
+                "val_policy_accuracy": best_acc,
+                "baseline_policy_accuracy": self.baseline,
+            }
+        )
+        return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+
+    def _start_event(self) -> dict[str, Any]:
+        return {
+            "event": "start",
+            "data": str(self.cfg.data),
+            "samples": self.arrays.n,
+            "train_samples": len(self.split.train),
+            "val_samples": len(self.split.val),
+            "val_is_train": self.split.val_is_train,
+            "device": str(self.device),
+            "amp": self.amp,
+            "world_size": self.info.world,
+            "architecture": self.arch.as_dict(),
+            "legacy": self.arrays.legacy,
+            "run_id": self.cfg.run_id,
+        }
+
+    def _metadata(
+        self,
+        epochs: int,
+        losses: list[dict[str, float | int]],
+        best_val: float,
+        best_acc: float,
+        interrupted: bool,
+    ) -> dict[str, Any]:
+        a, cfg = self.arrays, self.cfg
+        return {
+            "config_key": str(a.meta.get("config_key", "")),
+            "board_type": str(a.meta.get("board_type", "")),
+            "num_players": self.num_players,
+            "architecture": self.arch.as_dict(),
+            "input_shape": list(a.input_shape),
+            "policy_size": self.arch.policy_size,
+            "parent": cfg.parent,
+            "data_hash": cfg.data_hash,
+            "fencing_token": cfg.fencing_token,
+            "run_id": cfg.run_id,
+            "epochs": epochs,
+            "losses": losses,
+            "best_val_loss": best_val if math.isfinite(best_val) else None,
+            "val_policy_accuracy": best_acc,
+            "baseline_policy_accuracy": self.baseline,
+            "samples": a.n,
+            "device": str(self.device),
+            "torch_version": str(torch.__version__),
+            "created_at": datetime.now(UTC).isoformat(),
+            "interrupted": interrupted,
+            "legacy_data": a.legacy,
+        }
