@@ -10,9 +10,9 @@ import pytest
 
 from tests.support.redis_server import RedisServer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL_DB = SHARED / "ringrift" / "canonical_square8_3p.db"
-LEGACY_NPZ = SHARED / "ringrift" / "training_states_sq8_legacy.npz"
+DATA = Path(__file__).resolve().parent / "data"  # provenance and licence: tests/data/README.md
+REAL_DB = DATA / "canonical_square8_3p.db"
+LEGACY_NPZ = DATA / "training_states_sq8_legacy.npz"
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def real_db(tmp_path: Path) -> Path:
     """A private copy of the real upstream square8_3p database (schema v6)."""
     if not REAL_DB.exists():
-        pytest.fail(f"missing shared fixture {REAL_DB}")
+        pytest.fail(f"missing test fixture {REAL_DB}")
     dst = tmp_path / "canonical_square8_3p.db"
     dst.write_bytes(REAL_DB.read_bytes())
     os.chmod(dst, 0o644)
@@ -45,5 +45,5 @@ def real_db(tmp_path: Path) -> Path:
 @pytest.fixture
 def legacy_npz() -> Path:
     if not LEGACY_NPZ.exists():
-        pytest.fail(f"missing shared fixture {LEGACY_NPZ}")
+        pytest.fail(f"missing test fixture {LEGACY_NPZ}")
     return LEGACY_NPZ
