@@ -3,6 +3,10 @@
 Game databases are someone else's and are opened read-only by :mod:`daemon.data`;
 everything here is a file the daemon owns: autocommit (explicit transactions only),
 WAL, a busy timeout, and ``immediate`` for every read-then-write.
+
+:func:`snapshot` is the read-only face (``status``, ``health``): an in-memory copy of the
+file as it is on disk, so the same code can compute on it and nothing is ever written
+back, and a missing file is an empty state instead of a new file.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
@@ -66,3 +71,55 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def snapshot(
+    path: Path, *, busy_timeout: float = 10.0, schema: Sequence[str] = (), schema_version: int = 0
+) -> sqlite3.Connection:
+    """An in-memory copy of ``path``, or an empty one with ``schema`` if absent.
+
+    Writes to the copy stay in memory; the file, its directory, its ``-wal`` and ``-shm`` are
+    never created or changed.
+    """
+    mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    try:
+        if path.is_file() and not _copy_quiet_file(path, mem):
+            # A writer has it open (its -wal exists): read through SQLite, which sees the WAL.
+            uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+            src = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
+            try:
+                src.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                src.backup(mem)
+            finally:
+                src.close()
+        if schema and mem.execute("PRAGMA user_version").fetchone()[0] < schema_version:
+            with immediate(mem):
+                for stmt in schema:
+                    mem.execute(stmt)
+                mem.execute(f"PRAGMA user_version = {int(schema_version)}")
+    except BaseException:
+        mem.close()
+        raise
+    return mem
+
+
+def _copy_quiet_file(path: Path, mem: sqlite3.Connection) -> bool:
+    """Load a database no connection has open straight from its bytes (True), else False.
+
+    Opening a WAL database through SQLite, even ``mode=ro``, creates ``-wal``/``-shm`` beside it.
+    With no ``-wal`` the main file is complete; its stat before and after the read proves no
+    writer touched it meanwhile. The header's WAL marker (bytes 18-19 = 2) is reset to the
+    rollback format, since an in-memory database cannot be in WAL mode.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():
+        return False
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    after = path.stat()
+    if wal.exists() or (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size):
+        return False
+    if len(data) >= 100 and data[18:20] == b"\x02\x02":
+        data[18:20] = b"\x01\x01"
+    mem.deserialize(bytes(data))
+    return True

@@ -11,8 +11,8 @@ from daemon.settings import Settings
 
 
 def cli_health(settings: Settings, *, as_json: bool) -> int:
-    monitor = TrainingHealthMonitor.from_settings(settings.state_dir / "decide.db", settings.health)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.state_dir / "decide.db"
+    monitor = TrainingHealthMonitor.from_settings(path, settings.health, read_only=True)
     monitor.open()
     try:
         now = datetime.now(UTC)

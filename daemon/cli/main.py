@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,10 +19,13 @@ from typing import Any
 
 from daemon import __version__
 from daemon.cli.exits import EXIT_BAD_SETTINGS, EXIT_FAILURE, EXIT_OK
-from daemon.cli.output import print_error
+from daemon.cli.output import print_error, print_json
+from daemon.cli.registry import add_registry_arguments
 from daemon.keys import InvalidConfigKey, validate_config_key
 from daemon.logs import configure_logging
 from daemon.settings import Settings, SettingsError, load_settings
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,47 +42,72 @@ def _config_key(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ringrift-daemon", description="RingRift training daemon")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+CONFIG_HELP = "settings file (default: config.yaml if present, else built-in defaults)"
+JSON_HELP = 'print one JSON object on stdout (errors as {"error": ...})'
 
-    def cmd(name: str, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help)
-        sp.add_argument("--config", type=Path, default=None, help="settings file (default config.yaml)")
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command and action accepts in any position (``status --config X`` and
+    ``--config X status`` alike). SUPPRESS: an option not given here keeps the value given
+    before the command, instead of resetting it to a default."""
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help="log level (default INFO)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    p = _Parser(prog="ringrift-daemon", description="RingRift training daemon", allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
+    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="log level (default INFO)")
+    sub: Any = p.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND", help="the command to run"
+    )
+
+    def cmd(name: str, help: str, *, json: bool = True) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = sub.add_parser(
+            name, help=help, description=help, parents=[common], allow_abbrev=False
+        )
+        if json:
+            sp.add_argument("--json", action="store_true", help=JSON_HELP)
         return sp
 
-    run = cmd("run", "run the service")
-    run.add_argument("--once", action="store_true", help="one tick, then exit")
+    run = cmd("run", "run the service", json=False)
+    run.add_argument("--once", action="store_true", help="one tick, wait for its runs, then exit")
     run.add_argument("--demo", action="store_true", help="also run the synthetic self-play writer")
-    st = cmd("status", "per-config decisions, locks, runs, models and alerts")
-    st.add_argument("--json", action="store_true")
-    ck = cmd("check", "validate settings and reachability (exit 0 or 1)")
-    ck.add_argument("--json", action="store_true")
+    cmd("status", "per-config decisions, locks, runs, models and alerts")
+    cmd("check", "validate settings and reachability (exit 0, or 1 when the service could not run)")
     tr = cmd("train", "run one pipeline pass for a config now")
-    tr.add_argument("config_key", type=_config_key)
+    tr.add_argument("config_key", type=_config_key, metavar="CONFIG", help="config key, e.g. square8_2p")
     tr.add_argument("--force", action="store_true", help="export even if the cache says nothing changed")
-    tr.add_argument("--json", action="store_true")
     ex = cmd("export", "export a config's games to its NPZ file")
-    ex.add_argument("config_key", type=_config_key)
-    ex.add_argument("--force", action="store_true")
-    ex.add_argument("--output", type=Path, default=None)
-    ex.add_argument("--json", action="store_true")
-    hl = cmd("health", "health status and active alerts")
-    hl.add_argument("--json", action="store_true")
-    lk = cmd("locks", "held training locks (holder, token, TTL left)")
-    lk.add_argument("--json", action="store_true")
-    rg = cmd("registry", "model registry: list | show | lineage | promote")
-    from daemon.cli.registry import add_registry_arguments
-
-    add_registry_arguments(rg)
-    sim = cmd("selfplay-sim", "write synthetic self-play games at a rate (demo / tests)")
-    sim.add_argument("--db", type=Path, required=True)
-    sim.add_argument("--config-key", "--key", dest="keys", type=_config_key, action="append", required=True)
+    ex.add_argument("config_key", type=_config_key, metavar="CONFIG", help="config key, e.g. square8_2p")
+    ex.add_argument("--force", action="store_true", help="export even if the cache says nothing changed")
+    ex.add_argument(
+        "--output", type=Path, default=None, help="NPZ path (default data_dir/training/CONFIG.npz)"
+    )
+    cmd("health", "health status and active alerts")
+    cmd("locks", "held training locks (holder, token, TTL left)")
+    rg = cmd("registry", "model registry: list | show | lineage | promote", json=False)
+    add_registry_arguments(rg, parents=[common])
+    sim = cmd("selfplay-sim", "write synthetic self-play games at a rate (demo / tests)", json=False)
+    sim.add_argument("--db", type=Path, required=True, help="game database to write (created if missing)")
+    sim.add_argument(
+        "--config-key",
+        "--key",
+        dest="keys",
+        type=_config_key,
+        action="append",
+        required=True,
+        help="config to write games for (repeat for several)",
+    )
     sim.add_argument("--rate", type=float, default=20.0, help="games per second")
     sim.add_argument("--games", type=int, default=None, help="stop after this many games")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=int, default=0, help="random seed")
     return p
 
 
@@ -167,7 +194,7 @@ def _selfplay(settings: Settings, args: argparse.Namespace, env: dict[str, str])
         return await sim.run(stop, max_games=args.games)
 
     written = asyncio.run(go())
-    print(json.dumps({"db": str(args.db), "written": written}))
+    print_json({"db": str(args.db), "written": written})
     return EXIT_OK
 
 

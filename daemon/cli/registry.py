@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from daemon.cli.output import print_error
 from daemon.keys import InvalidConfigKey, validate_config_key
 from daemon.registry import STAGES, ModelNotFound, ModelRecord, ModelRegistry, RegistryError
 
@@ -35,21 +37,36 @@ def _config_key(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``list|show|lineage|promote`` actions to the ``registry`` sub-command's parser."""
-    actions = parser.add_subparsers(dest="registry_action", required=True, metavar="ACTION")
-    ls = actions.add_parser("list", help="models, optionally of one config / stage")
-    ls.add_argument("--config-key", "--key", dest="config_key", type=_config_key, default=None)
-    ls.add_argument("--stage", choices=STAGES, default=None)
-    show = actions.add_parser("show", help="one model with its stage history")
-    lin = actions.add_parser("lineage", help="a model and its ancestors with exact versions")
-    pr = actions.add_parser("promote", help="make a model its config's production model")
-    for sp in (show, lin, pr):
-        sp.add_argument("model_id")
-    pr.add_argument("--reason", default="manual promotion")
-    pr.add_argument("--fencing-token", type=int, default=None)
-    for sp in (ls, show, lin, pr):
+def add_registry_arguments(
+    parser: argparse.ArgumentParser, parents: Sequence[argparse.ArgumentParser] = ()
+) -> None:
+    """Add the ``list|show|lineage|promote`` actions to the ``registry`` sub-command's parser;
+    ``parents`` carry the options every action accepts (``--config`` ...)."""
+    actions = parser.add_subparsers(
+        dest="registry_action", required=True, metavar="ACTION", help="what to do with the registry"
+    )
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = actions.add_parser(
+            name, help=help, description=help, parents=list(parents), allow_abbrev=False
+        )
         sp.add_argument("--json", action="store_true", help="print one JSON object")
+        return sp
+
+    ls = action("list", "models, optionally of one config / stage")
+    ls.add_argument(
+        "--config-key", "--key", dest="config_key", type=_config_key, default=None, help="only this config"
+    )
+    ls.add_argument("--stage", choices=STAGES, default=None, help="only models in this stage")
+    show = action("show", "one model with its stage history")
+    lin = action("lineage", "a model and its ancestors with exact versions")
+    pr = action("promote", "make a model its config's production model")
+    for sp in (show, lin, pr):
+        sp.add_argument("model_id", metavar="MODEL_ID", help="e.g. square8_2p-v3")
+    pr.add_argument("--reason", default="manual promotion", help="recorded in the stage history")
+    pr.add_argument(
+        "--fencing-token", type=int, default=None, help="fence the promotion with this lock token"
+    )
 
 
 def add_registry_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -98,11 +115,12 @@ def cli_registry(
     try:
         if config is not None:
             validate_config_key(config)
-        with ModelRegistry(registry_dir) as reg:
+        # Reads work on a copy of the rows: listing never creates a registry that is not there.
+        with ModelRegistry(registry_dir, read_only=action != "promote") as reg:
             obj, text = _act(reg, action, model_id or "", config, stage, reason, fencing_token)
     except InvalidConfigKey as e:
         return _fail(stream, as_json, str(e), RegistryExit.BAD_ARGS)
-    except (ModelNotFound, RegistryError) as e:
+    except (ModelNotFound, RegistryError, OSError, sqlite3.Error) as e:
         return _fail(stream, as_json, str(e), RegistryExit.FAILED)
     print(json.dumps(obj, sort_keys=True) if as_json else text, file=stream)
     return RegistryExit.OK
@@ -159,7 +177,5 @@ def _table(models: Sequence[ModelRecord]) -> str:
 
 
 def _fail(stream: TextIO, as_json: bool, message: str, code: RegistryExit) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"error": message}), file=stream)
+    print_error(message, as_json, stream)
     return code

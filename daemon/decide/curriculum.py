@@ -144,18 +144,28 @@ class CurriculumFeedback:
     """Recorded results -> curriculum weights. Constructor stores; :meth:`open` loads."""
 
     def __init__(
-        self, store_or_path: DecideStore | Path | str, config: CurriculumConfig | None = None
+        self,
+        store_or_path: DecideStore | Path | str,
+        config: CurriculumConfig | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.config = config or CurriculumConfig()
         self._owns_store = not isinstance(store_or_path, DecideStore)
-        self.store = store_or_path if isinstance(store_or_path, DecideStore) else DecideStore(store_or_path)
+        self.store = (
+            store_or_path
+            if isinstance(store_or_path, DecideStore)
+            else DecideStore(store_or_path, read_only=read_only)
+        )
         self._hist: dict[str, _History] = {}
         self._training: dict[str, tuple[float | None, int | None]] = {}
         self._ingested: dict[str, set[str]] = {}
 
     @classmethod
-    def from_settings(cls, path: Path | str, settings: CurriculumSettings) -> CurriculumFeedback:
-        return cls(path, CurriculumConfig.from_settings(settings))
+    def from_settings(
+        cls, path: Path | str, settings: CurriculumSettings, *, read_only: bool = False
+    ) -> CurriculumFeedback:
+        return cls(path, CurriculumConfig.from_settings(settings), read_only=read_only)
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> CurriculumFeedback:

@@ -74,16 +74,28 @@ def _hours(seconds: float) -> str:
 class TrainingHealthMonitor:
     """Constructor stores; :meth:`open` loads state from the store, :meth:`close` releases it."""
 
-    def __init__(self, store_or_path: DecideStore | Path | str, config: HealthConfig | None = None) -> None:
+    def __init__(
+        self,
+        store_or_path: DecideStore | Path | str,
+        config: HealthConfig | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self.config = config or HealthConfig()
         self._owns_store = not isinstance(store_or_path, DecideStore)
-        self.store = store_or_path if isinstance(store_or_path, DecideStore) else DecideStore(store_or_path)
+        self.store = (
+            store_or_path
+            if isinstance(store_or_path, DecideStore)
+            else DecideStore(store_or_path, read_only=read_only)
+        )
         self._configs: dict[str, ConfigHealth] = {}
         self._alerts: dict[AlertKey, tuple[Alert, bool]] = {}  # -> (alert, external)
 
     @classmethod
-    def from_settings(cls, path: Path | str, settings: HealthSettings) -> TrainingHealthMonitor:
-        return cls(path, HealthConfig.from_settings(settings))
+    def from_settings(
+        cls, path: Path | str, settings: HealthSettings, *, read_only: bool = False
+    ) -> TrainingHealthMonitor:
+        return cls(path, HealthConfig.from_settings(settings), read_only=read_only)
 
     def open(self) -> TrainingHealthMonitor:
         if self._owns_store:

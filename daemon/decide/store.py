@@ -20,31 +20,34 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from daemon import sqlite
+
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS curriculum_results (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS curriculum_results (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     config TEXT NOT NULL, ts REAL NOT NULL, winner INTEGER NOT NULL, elo REAL
-);
-CREATE INDEX IF NOT EXISTS curriculum_results_config ON curriculum_results(config, id);
-CREATE TABLE IF NOT EXISTS curriculum_training (
+)""",
+    """CREATE INDEX IF NOT EXISTS curriculum_results_config ON curriculum_results(config, id)""",
+    """CREATE TABLE IF NOT EXISTS curriculum_training (
     config TEXT PRIMARY KEY, ts REAL, model_count INTEGER
-);
-CREATE TABLE IF NOT EXISTS ingested_games (
+)""",
+    """CREATE TABLE IF NOT EXISTS ingested_games (
     config TEXT NOT NULL, game_id TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (config, game_id)
-);
-CREATE INDEX IF NOT EXISTS ingested_games_seq ON ingested_games(config, seq);
-CREATE TABLE IF NOT EXISTS trigger_state (config TEXT PRIMARY KEY, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS health_configs (config TEXT PRIMARY KEY, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS health_alerts (
+)""",
+    """CREATE INDEX IF NOT EXISTS ingested_games_seq ON ingested_games(config, seq)""",
+    """CREATE TABLE IF NOT EXISTS trigger_state (config TEXT PRIMARY KEY, state TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS health_configs (config TEXT PRIMARY KEY, state TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS health_alerts (
     config TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
     severity TEXT NOT NULL, message TEXT NOT NULL, since REAL NOT NULL, external INTEGER NOT NULL,
     PRIMARY KEY (config, kind, subject)
-);
-"""
+)""",
+    """INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1')""",
+)
 
 
 class StoreError(Exception):
@@ -54,9 +57,11 @@ class StoreError(Exception):
 class DecideStore:
     """A SQLite-backed store; the connection exists between :meth:`open` and :meth:`close`."""
 
-    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        # read_only: work on an in-memory copy (status, health): nothing is written back.
+        self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
 
     # -- lifecycle ------------------------------------------------------------
@@ -64,24 +69,20 @@ class DecideStore:
         if self._conn is not None:
             return self
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"{self.path}: cannot open state store: {e}") from e
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            with _immediate(conn):
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
+            if self.read_only:
+                conn = sqlite.snapshot(
+                    self.path, busy_timeout=self.busy_timeout, schema=_SCHEMA, schema_version=SCHEMA_VERSION
                 )
-        except sqlite3.Error as e:
-            conn.close()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite.connect(
+                    self.path,
+                    busy_timeout=self.busy_timeout,
+                    synchronous="NORMAL",
+                    schema=_SCHEMA,
+                    schema_version=SCHEMA_VERSION,
+                )
+        except (OSError, sqlite3.Error) as e:
             raise StoreError(f"{self.path}: not a usable state store: {e}") from e
         self._conn = conn
         return self
@@ -108,7 +109,7 @@ class DecideStore:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction."""
-        with _immediate(self.conn) as c:
+        with sqlite.immediate(self.conn) as c:
             yield c
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -224,14 +225,3 @@ def _add_ingested(c: sqlite3.Connection, config: str, game_ids: Sequence[str], l
     c.execute(
         "DELETE FROM ingested_games WHERE config=? AND seq <= ?", (config, base + len(game_ids) - limit)
     )
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

@@ -72,6 +72,7 @@ class ModelRegistry:
         busy_timeout: float = 30.0,
         gc_grace_seconds: float = 3600.0,
         require_token: bool = False,
+        read_only: bool = False,
         hook: Callable[[str], None] | None = None,
     ) -> None:
         self.registry_dir = Path(registry_dir)
@@ -81,7 +82,11 @@ class ModelRegistry:
         # Fault-injection point for tests: called with "copied" (temp file fsynced) and
         # "published" (object renamed, row not yet committed).
         self._hook = hook
-        self._records: RecordStore = open_record_store(self.url, busy_timeout=busy_timeout)
+        # read_only (status, list, show): reads a copy of the rows; creates and sweeps nothing.
+        self.read_only = read_only
+        self._records: RecordStore = open_record_store(
+            self.url, busy_timeout=busy_timeout, read_only=read_only
+        )
         self.store: ObjectStore = open_object_store(store or str(self.objects_dir))
 
     # -- lifecycle ------------------------------------------------------------------
@@ -103,8 +108,9 @@ class ModelRegistry:
     def open(self) -> None:
         """Connect, create the schema, and sweep temp files left by dead writers."""
         self._records.open()
-        self.store.open()
-        self.sweep_temp_files()
+        if not self.read_only:
+            self.store.open()
+            self.sweep_temp_files()
 
     def close(self) -> None:
         self._records.close()

@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon import sqlite
+
 STATES = ("pending", "exporting", "training", "registering", "succeeded", "failed", "interrupted")
 FINAL_STATES = frozenset({"succeeded", "failed", "interrupted"})
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     config TEXT NOT NULL,
     state TEXT NOT NULL,
@@ -38,10 +40,11 @@ CREATE TABLE IF NOT EXISTS runs (
     model_id TEXT,
     message TEXT,
     details TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS idx_runs_config ON runs(config, started_at);
-CREATE INDEX IF NOT EXISTS idx_runs_state ON runs(state);
-"""
+)""",
+    """CREATE INDEX IF NOT EXISTS idx_runs_config ON runs(config, started_at)""",
+    """CREATE INDEX IF NOT EXISTS idx_runs_state ON runs(state)""",
+)
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -81,21 +84,21 @@ def _ts(v: str | None) -> datetime | None:
 class RunJournal:
     """SQLite journal (WAL, synchronous=FULL). ``open()``/``close()`` do the I/O."""
 
-    def __init__(self, path: Path, *, node: str | None = None, pid: int = 0) -> None:
+    def __init__(self, path: Path, *, node: str | None = None, pid: int = 0, read_only: bool = False) -> None:
         self.path = path
         self.node = node or socket.gethostname()
         self.pid = pid
+        # read_only (status): an in-memory copy of the journal; nothing is written back.
+        self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
     def open(self) -> None:
+        if self.read_only:
+            self._conn = sqlite.snapshot(self.path, schema=_SCHEMA, schema_version=SCHEMA_VERSION)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
+        self._conn = sqlite.connect(self.path, schema=_SCHEMA, schema_version=SCHEMA_VERSION)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -42,19 +42,27 @@ log = structlog.get_logger(__name__)
 
 
 class Components:
-    def __init__(self, settings: Settings, environ: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, environ: dict[str, str], *, read_only: bool = False) -> None:
         self.settings = settings
         self.environ = environ
+        # read_only (status): every state store is an in-memory copy; nothing is created or written.
+        self.read_only = read_only
         self.node = socket.gethostname()
         s = settings
         self.view = ServiceView.empty(list(s.configs), __version__)
         self.prom: CollectorRegistry
         self.prom, self.metrics = build_registry(list(s.configs), lambda: self.view)
-        self.journal = RunJournal(s.state_dir / "runs.db", node=self.node, pid=os.getpid())
-        self.health = TrainingHealthMonitor.from_settings(s.state_dir / "decide.db", s.health)
-        self.curriculum = CurriculumFeedback.from_settings(s.state_dir / "decide.db", s.curriculum)
+        self.journal = RunJournal(
+            s.state_dir / "runs.db", node=self.node, pid=os.getpid(), read_only=read_only
+        )
+        self.health = TrainingHealthMonitor.from_settings(
+            s.state_dir / "decide.db", s.health, read_only=read_only
+        )
+        self.curriculum = CurriculumFeedback.from_settings(
+            s.state_dir / "decide.db", s.curriculum, read_only=read_only
+        )
         self.triggers = TrainingTriggers.from_settings(s.triggers)
-        self.models = ModelRegistry(s.registry_dir)
+        self.models = ModelRegistry(s.registry_dir, read_only=read_only)
         self.sources = GameSources(s.game_dbs, s.configs, on_change=self._source_changed)
         self.runner = TrainerRunner(
             timeout=s.training.timeout,
@@ -72,8 +80,9 @@ class Components:
 
     async def start(self) -> None:
         s = self.settings
-        for d in (s.data_dir, s.state_dir, s.training_dir, s.lock_dir, s.registry_dir, s.runs_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        if not self.read_only:
+            for d in (s.data_dir, s.state_dir, s.training_dir, s.lock_dir, s.registry_dir, s.runs_dir):
+                d.mkdir(parents=True, exist_ok=True)
         self.journal.open()
         self.health.open()
         self.curriculum.open()
@@ -88,7 +97,8 @@ class Components:
             self.cluster = ClusterState(r.url, r.resolved_password(), r.key_prefix, r.connect_timeout)
         self.view.lock_backend = self.lock_backend
         self.view.lock_backend_reason = self.lock_backend_reason
-        log.info("lock.backend_selected", backend=self.lock_backend, reason=self.lock_backend_reason)
+        if not self.read_only:
+            log.info("lock.backend_selected", backend=self.lock_backend, reason=self.lock_backend_reason)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sources.close)
@@ -319,5 +329,5 @@ class Components:
         }
 
 
-def build_components(settings: Settings, environ: dict[str, str]) -> Components:
-    return Components(settings, environ)
+def build_components(settings: Settings, environ: dict[str, str], *, read_only: bool = False) -> Components:
+    return Components(settings, environ, read_only=read_only)

@@ -1,9 +1,8 @@
-"""``ringrift-daemon status`` and ``health``: the service's view, computed here.
+"""The status report: the service's view, computed from the state on disk.
 
 Works whether or not the service is running: it reads the same databases and
-state stores (read-only for decisions: nothing is dispatched, no lock taken).
-Exit 0 whenever the report was printed, even if sources are broken or health
-is degraded (those are in the report).
+state stores through read-only copies (nothing is dispatched, no lock taken,
+no file or directory is created or written).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
     from daemon.service.app import build_components
     from daemon.service.evaluator import Evaluator
 
-    comps = build_components(settings, dict(environ or {}))
+    comps = build_components(settings, dict(environ or {}), read_only=True)
     await comps.start()
     try:
         now = datetime.now(UTC)

@@ -104,16 +104,20 @@ class _Txn:
 class SqliteRecordStore:
     """Thread-safe: one connection behind a lock (the registry is used from worker threads)."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.url = url
         self.path = sqlite_path(url)
         self.busy_timeout = busy_timeout
+        self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
 
     def open(self) -> None:
         with self._lock:
-            if self._conn is None:
+            if self._conn is None and self.read_only:
+                self._conn = sqlite.snapshot(self.path, schema=_SCHEMA, schema_version=SCHEMA_VERSION)
+                self._conn.row_factory = sqlite3.Row
+            elif self._conn is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite.connect(
                     self.path,
