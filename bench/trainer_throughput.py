@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from daemon.training.args import TrainerArgs
 from daemon.training.trainer import ddp
 from daemon.training.trainer.data import Batch, unpack_bits, unpack_cells
 from daemon.training.trainer.model import RingNet
-from daemon.training.trainer.train import StopFlag, TrainConfig, Trainer, compute_loss
+from daemon.training.trainer.train import StopFlag, Trainer, compute_loss
 from tests.support.npz_synth import write_synth_npz
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = write_synth_npz(Path(tmp) / "bench.npz", args.samples, layout=args.layout)
-        cfg = TrainConfig(
+        cfg = TrainerArgs(
             data=data,
             out=Path(tmp) / "out",
             epochs=args.repeats + 1,

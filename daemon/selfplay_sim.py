@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import structlog
 
+from daemon import sqlite
 from daemon.keys import BoardGeometry, geometry, parse_config_key
 
 log = structlog.get_logger(__name__)
@@ -90,10 +91,7 @@ def connect_writer(db_path: Path, schema_version: int = 18) -> sqlite3.Connectio
     db_path.parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread=False: SelfPlaySim drives it from asyncio.to_thread workers
     # (any pool thread, one call at a time).
-    conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn = sqlite.connect(db_path, busy_timeout=30.0, synchronous="NORMAL")
     has_games = conn.execute("SELECT 1 FROM sqlite_master WHERE name='games'").fetchone()
     if not has_games:
         create_schema(conn, schema_version)

@@ -14,9 +14,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
+from daemon.redis_keys import DEFAULT_PREFIX
 
 ENV_PREFIX = "RINGRIFT_DAEMON_"
 ENV_NESTING = "__"
@@ -41,7 +51,7 @@ class RedisSettings(_Section):
     # from RINGRIFT_DAEMON_REDIS__PASSWORD.
     password_file: Path | None = None
     password: SecretStr | None = None
-    key_prefix: str = "ringrift:"
+    key_prefix: str = DEFAULT_PREFIX
     ttl: float = Field(default=60.0, gt=0)
     connect_timeout: float = Field(default=2.0, gt=0)
 
@@ -89,22 +99,54 @@ class ScheduleSettings(_Section):
 
 
 class TriggerSettings(_Section):
+    """The training triggers' parameters (``TriggerConfig`` in the seed API is this class)."""
+
     freshness_threshold: int = Field(default=500, gt=0)
     staleness_hours: float = Field(default=6.0, gt=0)
     min_win_rate: float = Field(default=0.45, ge=0, le=1)
     staleness_min_freshness: float = Field(default=0.3, ge=0, le=1)
     regression_threshold: float = Field(default=0.5, ge=0, le=1)
+    # Win-rate drop below min_win_rate that counts as a full regression (default: min_win_rate).
+    regression_span: float | None = Field(default=None, gt=0)
     bootstrap_min_games: int = Field(default=100, ge=0)
     min_interval: float = Field(default=1800.0, ge=0)
+    freshness_weight: float = Field(default=0.4, ge=0)
+    staleness_weight: float = Field(default=0.3, ge=0)
+    regression_weight: float = Field(default=0.3, ge=0)
+    bootstrap_score: float = Field(default=1.0, ge=0)
 
 
 class CurriculumSettings(_Section):
+    """The curriculum's parameters (``CurriculumConfig`` in the seed API is this class)."""
+
     window: float = Field(default=1800.0, gt=0)
     history_limit: int = Field(default=1000, gt=0)
     evaluation_sources: tuple[str, ...] = ("gauntlet", "tournament", "evaluation")
+    min_games: int = Field(default=5, ge=1)
+    base_weight: float = 1.0
+    low_win_rate: float = Field(default=0.55, ge=0, le=1)
+    low_win_rate_boost: float = 0.4
+    bootstrap_boost: float = 0.5
+    elo_regression_per_hour: float = -10.0
+    min_elo_points: int = Field(default=3, ge=2)
+    elo_regression_boost: float = 0.2
+    high_win_rate: float = Field(default=0.70, ge=0, le=1)
+    high_win_rate_penalty: float = 0.3
+    stale_training_hours: float = Field(default=6.0, gt=0)
+    stale_training_boost: float = 0.1
+    min_weight: float = Field(default=0.5, ge=0)
+    max_weight: float = Field(default=2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _weights(self) -> CurriculumSettings:
+        if self.min_weight > self.max_weight:
+            raise ValueError(f"min_weight {self.min_weight} must be <= max_weight {self.max_weight}")
+        return self
 
 
 class HealthSettings(_Section):
+    """The health monitor's thresholds (``HealthConfig`` in the seed API is this class)."""
+
     stalled_after: float = Field(default=4 * 3600.0, gt=0)
     stale_model_after: float = Field(default=24 * 3600.0, gt=0)
     stale_data_after: float = Field(default=12 * 3600.0, gt=0)

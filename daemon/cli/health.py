@@ -12,7 +12,9 @@ from daemon.settings import Settings
 
 def cli_health(settings: Settings, *, as_json: bool) -> int:
     path = settings.state_dir / "decide.db"
-    monitor = TrainingHealthMonitor.from_settings(path, settings.health, read_only=True)
+    monitor = TrainingHealthMonitor.from_settings(
+        path, settings.health, configs=settings.configs, read_only=True
+    )
     monitor.open()
     try:
         now = datetime.now(UTC)

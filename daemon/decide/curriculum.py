@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -37,51 +36,15 @@ import structlog
 from daemon.decide.clock import resolve_now, to_dt, ts
 from daemon.decide.store import DecideStore
 from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
-
-if TYPE_CHECKING:
-    from daemon.settings import CurriculumSettings
+from daemon.settings import CurriculumSettings
 
 log = structlog.get_logger(__name__)
 
 _SCORE = {1: 1.0, 0: 0.5, -1: 0.0}
 
 
-@dataclass(frozen=True)
-class CurriculumConfig:
-    window_seconds: float = 1800.0
-    history_limit: int = 1000
-    min_games: int = 5
-    base_weight: float = 1.0
-    low_win_rate: float = 0.55
-    low_win_rate_boost: float = 0.4
-    bootstrap_boost: float = 0.5
-    elo_regression_per_hour: float = -10.0
-    min_elo_points: int = 3
-    elo_regression_boost: float = 0.2
-    high_win_rate: float = 0.70
-    high_win_rate_penalty: float = 0.3
-    stale_training_hours: float = 6.0
-    stale_training_boost: float = 0.1
-    min_weight: float = 0.5
-    max_weight: float = 2.0
-    evaluation_sources: tuple[str, ...] = ("gauntlet", "tournament", "evaluation")
-    config_keys: tuple[str, ...] = ALL_CONFIG_KEYS
-
-    def __post_init__(self) -> None:
-        if self.window_seconds <= 0 or self.history_limit <= 0 or self.min_games < 1:
-            raise ValueError("CurriculumConfig: window_seconds, history_limit and min_games must be positive")
-        if self.min_weight > self.max_weight:
-            raise ValueError("CurriculumConfig: min_weight must be <= max_weight")
-        for key in self.config_keys:
-            validate_config_key(key)
-
-    @classmethod
-    def from_settings(cls, s: CurriculumSettings) -> CurriculumConfig:
-        return cls(
-            window_seconds=s.window,
-            history_limit=s.history_limit,
-            evaluation_sources=tuple(s.evaluation_sources),
-        )
+# The parameters are the ``curriculum:`` settings section itself: one name and one default per knob.
+CurriculumConfig = CurriculumSettings
 
 
 @dataclass(frozen=True)
@@ -148,9 +111,12 @@ class CurriculumFeedback:
         store_or_path: DecideStore | Path | str,
         config: CurriculumConfig | None = None,
         *,
+        configs: Sequence[str] = ALL_CONFIG_KEYS,
         read_only: bool = False,
     ) -> None:
         self.config = config or CurriculumConfig()
+        # The configs always listed (weights, metrics), also before anything was recorded.
+        self.configs = tuple(validate_config_key(k) for k in configs)
         self._owns_store = not isinstance(store_or_path, DecideStore)
         self.store = (
             store_or_path
@@ -163,9 +129,14 @@ class CurriculumFeedback:
 
     @classmethod
     def from_settings(
-        cls, path: Path | str, settings: CurriculumSettings, *, read_only: bool = False
+        cls,
+        path: Path | str,
+        settings: CurriculumSettings,
+        *,
+        configs: Sequence[str] = ALL_CONFIG_KEYS,
+        read_only: bool = False,
     ) -> CurriculumFeedback:
-        return cls(path, CurriculumConfig.from_settings(settings), read_only=read_only)
+        return cls(path, settings, configs=configs, read_only=read_only)
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> CurriculumFeedback:
@@ -258,7 +229,7 @@ class CurriculumFeedback:
         hist = self._hist.get(key)
         if hist is not None and hist.t:
             t, s, e = hist.arrays()
-            lo = int(np.searchsorted(t, t_now - self.config.window_seconds, side="left"))
+            lo = int(np.searchsorted(t, t_now - self.config.window, side="left"))
             hi = int(np.searchsorted(t, t_now, side="right"))
             win = s[lo:hi]
             n = int(win.size)
@@ -306,8 +277,8 @@ class CurriculumFeedback:
     def get_curriculum_weights(self, now: datetime | None = None) -> dict[str, float]:
         """Weight of every configured key (and any other key with history) at ``now``."""
         now = resolve_now(now)
-        keys = list(self.config.config_keys)
-        keys += sorted(k for k in set(self._hist) | set(self._training) if k not in self.config.config_keys)
+        keys = list(self.configs)
+        keys += sorted(k for k in set(self._hist) | set(self._training) if k not in self.configs)
         return {k: self.get_weight(k, now) for k in keys}
 
     # -- ingestion bookkeeping (see daemon.decide.ingest) ---------------------

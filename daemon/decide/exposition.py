@@ -1,8 +1,13 @@
-"""Prometheus families of the health monitor (seed metric names, ``config`` label)."""
+"""The health metric families (seed names, one ``config`` label), defined once.
+
+Both the health monitor's own exposition (``get_prometheus_metrics``) and the service's
+``/metrics`` build these families here, so names, help texts and labels cannot drift.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,51 +15,65 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
-def health_metric_families(snap: dict[str, Any]) -> list[Metric]:
-    """Families of a :meth:`TrainingHealthMonitor.snapshot` (seed metric names)."""
-    fam = {
-        "is_running": GaugeMetricFamily(
-            "ringrift_training_is_running",
-            "1 while a run of the config is in progress.",
-            labels=["config"],
-        ),
-        "consecutive_failures": GaugeMetricFamily(
-            "ringrift_training_consecutive_failures",
-            "Failed runs since the last success.",
-            labels=["config"],
-        ),
-        "model_count": GaugeMetricFamily(
-            "ringrift_training_model_count", "Models trained for the config.", labels=["config"]
-        ),
-        "win_rate": GaugeMetricFamily(
-            "ringrift_training_win_rate",
-            "Recent win rate of the config's model (0-1).",
-            labels=["config"],
-        ),
-    }
-    for key, c in snap["configs"].items():
-        fam["is_running"].add_metric([key], 1.0 if c["is_running"] else 0.0)
-        fam["consecutive_failures"].add_metric([key], float(c["consecutive_failures"]))
-        if c["model_count"] is not None:
-            fam["model_count"].add_metric([key], float(c["model_count"]))
-        if c["win_rate"] is not None:
-            fam["win_rate"].add_metric([key], float(c["win_rate"]))
+@dataclass(frozen=True)
+class HealthRow:
+    """One config's health numbers as exported."""
+
+    config: str
+    is_running: bool
+    consecutive_failures: float
+    model_count: float | None
+    win_rate: float | None
+
+
+# (config or "", kind, severity) of each active alert
+AlertLabels = tuple[str, str, str]
+
+
+def health_metric_families(rows: Iterable[HealthRow], alerts: Iterable[AlertLabels]) -> list[Metric]:
+    running = GaugeMetricFamily(
+        "ringrift_training_is_running", "1 while a run of the config is in progress.", labels=["config"]
+    )
+    failures = GaugeMetricFamily(
+        "ringrift_training_consecutive_failures", "Failed runs since the last success.", labels=["config"]
+    )
+    models = GaugeMetricFamily(
+        "ringrift_training_model_count", "Models trained and registered for the config.", labels=["config"]
+    )
+    win_rate = GaugeMetricFamily(
+        "ringrift_training_win_rate", "Recent win rate of the config's model (0-1).", labels=["config"]
+    )
+    for r in rows:
+        running.add_metric([r.config], 1.0 if r.is_running else 0.0)
+        failures.add_metric([r.config], float(r.consecutive_failures))
+        if r.model_count is not None:
+            models.add_metric([r.config], float(r.model_count))
+        if r.win_rate is not None:
+            win_rate.add_metric([r.config], float(r.win_rate))
     alert = GaugeMetricFamily(
         "ringrift_training_alert", "1 while an alert is active.", labels=["config", "kind", "severity"]
     )
-    for a in snap["alerts"]:
-        alert.add_metric([a["config"] or "", a["kind"], a["severity"]], 1.0)
+    counts = {"critical": 0, "warning": 0}
+    for config, kind, severity in alerts:
+        alert.add_metric([config, kind, severity], 1.0)
+        counts[severity] = counts.get(severity, 0) + 1
     crit = GaugeMetricFamily(
-        "ringrift_training_alerts_critical",
-        "Active critical alerts.",
-        value=sum(1 for a in snap["alerts"] if a["severity"] == "critical"),
+        "ringrift_training_alerts_critical", "Active critical alerts.", value=counts["critical"]
     )
     warn = GaugeMetricFamily(
-        "ringrift_training_alerts_warning",
-        "Active warning alerts.",
-        value=sum(1 for a in snap["alerts"] if a["severity"] == "warning"),
+        "ringrift_training_alerts_warning", "Active warning alerts.", value=counts["warning"]
     )
-    return [*fam.values(), alert, crit, warn]
+    return [running, failures, models, win_rate, alert, crit, warn]
+
+
+def snapshot_families(snap: dict[str, Any]) -> list[Metric]:
+    """The families of a :meth:`TrainingHealthMonitor.snapshot`."""
+    rows = [
+        HealthRow(key, bool(c["is_running"]), c["consecutive_failures"], c["model_count"], c["win_rate"])
+        for key, c in snap["configs"].items()
+    ]
+    alerts = [(a["config"] or "", a["kind"], a["severity"]) for a in snap["alerts"]]
+    return health_metric_families(rows, alerts)
 
 
 class HealthCollector(Collector):
@@ -68,4 +87,4 @@ class HealthCollector(Collector):
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        yield from health_metric_families(self._snapshot(self._clock()))
+        yield from snapshot_families(self._snapshot(self._clock()))

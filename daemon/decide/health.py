@@ -22,6 +22,7 @@ times are in the state store, so a restarted monitor sees the same picture.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
 from daemon.decide.clock import resolve_now, to_dt
-from daemon.decide.exposition import HealthCollector, health_metric_families
+from daemon.decide.exposition import HealthCollector, snapshot_families
 from daemon.decide.health_types import (
     INTERNAL_KINDS,
     SEVERITY_RANK,
@@ -47,7 +48,7 @@ from daemon.decide.health_types import (
     Severity,
 )
 from daemon.decide.store import DecideStore
-from daemon.keys import validate_config_key
+from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
 
 if TYPE_CHECKING:
     from daemon.settings import HealthSettings
@@ -79,9 +80,12 @@ class TrainingHealthMonitor:
         store_or_path: DecideStore | Path | str,
         config: HealthConfig | None = None,
         *,
+        configs: Sequence[str] = ALL_CONFIG_KEYS,
         read_only: bool = False,
     ) -> None:
         self.config = config or HealthConfig()
+        # The configs always listed (weights, metrics), also before anything was recorded.
+        self.configs = tuple(validate_config_key(k) for k in configs)
         self._owns_store = not isinstance(store_or_path, DecideStore)
         self.store = (
             store_or_path
@@ -93,9 +97,14 @@ class TrainingHealthMonitor:
 
     @classmethod
     def from_settings(
-        cls, path: Path | str, settings: HealthSettings, *, read_only: bool = False
+        cls,
+        path: Path | str,
+        settings: HealthSettings,
+        *,
+        configs: Sequence[str] = ALL_CONFIG_KEYS,
+        read_only: bool = False,
     ) -> TrainingHealthMonitor:
-        return cls(path, HealthConfig.from_settings(settings), read_only=read_only)
+        return cls(path, settings, configs=configs, read_only=read_only)
 
     def open(self) -> TrainingHealthMonitor:
         if self._owns_store:
@@ -217,10 +226,10 @@ class TrainingHealthMonitor:
         c = self.config
         out: dict[AlertKey, tuple[Severity, str]] = {}
         for key, h in self._configs.items():
-            if h.running and h.started_at is not None and t - h.started_at > c.stalled_after_seconds:
+            if h.running and h.started_at is not None and t - h.started_at > c.stalled_after:
                 out[(key, "stalled_training", "")] = (
                     "critical",
-                    f"training running {_hours(t - h.started_at)} > {_hours(c.stalled_after_seconds)}"
+                    f"training running {_hours(t - h.started_at)} > {_hours(c.stalled_after)}"
                     + (f" (run {h.run_id})" if h.run_id else ""),
                 )
             if h.consecutive_failures > 0:
@@ -231,19 +240,19 @@ class TrainingHealthMonitor:
                     f"{h.consecutive_failures} consecutive failed run(s){last}",
                 )
             ref = h.last_success if h.last_success is not None else h.first_seen
-            if ref is not None and t - ref > c.stale_model_after_seconds:
+            if ref is not None and t - ref > c.stale_model_after:
                 what = (
                     "no successful training for" if h.last_success is not None else "no training since seen,"
                 )
                 out[(key, "stale_model", "")] = (
                     "warning",
-                    f"{what} {_hours(t - ref)} > {_hours(c.stale_model_after_seconds)}",
+                    f"{what} {_hours(t - ref)} > {_hours(c.stale_model_after)}",
                 )
             ref = h.last_data if h.last_data is not None else h.first_seen
-            if ref is not None and t - ref > c.stale_data_after_seconds:
+            if ref is not None and t - ref > c.stale_data_after:
                 out[(key, "stale_data", "")] = (
                     "warning",
-                    f"no new data for {_hours(t - ref)} > {_hours(c.stale_data_after_seconds)}",
+                    f"no new data for {_hours(t - ref)} > {_hours(c.stale_data_after)}",
                 )
             if h.win_rate is not None and h.win_rate < c.low_win_rate:
                 out[(key, "low_win_rate", "")] = (
@@ -330,7 +339,7 @@ class TrainingHealthMonitor:
         """Plain data for a custom collector or ``/status``: per-config facts and active alerts."""
         now = resolve_now(now)
         report = self.get_health_status(now)
-        keys = list(dict.fromkeys([*self.config.config_keys, *sorted(self._configs)]))
+        keys = list(dict.fromkeys([*self.configs, *sorted(self._configs)]))
         configs: dict[str, Any] = {}
         for k in keys:
             h = self._configs.get(k, ConfigHealth())
@@ -360,7 +369,7 @@ class TrainingHealthMonitor:
         return generate_latest(registry).decode()
 
     def metric_families(self, now: datetime | None = None) -> list[Metric]:
-        return health_metric_families(self.snapshot(now))
+        return snapshot_families(self.snapshot(now))
 
 
 def _dt(seconds: float) -> datetime:

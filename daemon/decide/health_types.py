@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from daemon.keys import ALL_CONFIG_KEYS
-
-if TYPE_CHECKING:
-    from daemon.settings import HealthSettings
+from daemon.settings import HealthSettings
 
 Severity = Literal["warning", "critical"]
 SEVERITY_RANK: Final = {"warning": 1, "critical": 2}
@@ -26,24 +23,8 @@ INTERNAL_KINDS: Final = (
 AlertKey = tuple[str, str, str]  # (config or "", kind, subject or "")
 
 
-@dataclass(frozen=True)
-class HealthConfig:
-    stalled_after_seconds: float = 4 * 3600.0
-    stale_model_after_seconds: float = 24 * 3600.0
-    stale_data_after_seconds: float = 12 * 3600.0
-    low_win_rate: float = 0.35
-    failures_critical: int = 3
-    config_keys: tuple[str, ...] = ALL_CONFIG_KEYS
-
-    @classmethod
-    def from_settings(cls, s: HealthSettings) -> HealthConfig:
-        return cls(
-            stalled_after_seconds=s.stalled_after,
-            stale_model_after_seconds=s.stale_model_after,
-            stale_data_after_seconds=s.stale_data_after,
-            low_win_rate=s.low_win_rate,
-            failures_critical=s.failures_critical,
-        )
+# The thresholds are the ``health:`` settings section itself: one name and one default per knob.
+HealthConfig = HealthSettings
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def ingest_evaluation_games(
     now = resolve_now(now)
     mapping = mapping or SeatMapping()
     allowed = {s.lower() for s in (sources if sources is not None else feedback.config.evaluation_sources)}
-    oldest = now.timestamp() - feedback.config.window_seconds
+    oldest = now.timestamp() - feedback.config.window
     seen = feedback.ingested_ids(config_key)
     report = IngestReport(config_key)
     rows: list[tuple[int, float | None, datetime | None]] = []

@@ -14,7 +14,7 @@ Signals (``TriggerConfig`` names the thresholds)::
 all clamped to [0, 1]. Train when freshness >= 1, or staleness >= 1 and freshness
 >= staleness_min_freshness, or regression >= regression_threshold; with no model,
 train once games_count >= bootstrap_min_games. A run of the same config within
-``min_interval_seconds`` blocks. priority = weighted sum of the scores x the
+``min_interval`` blocks. priority = weighted sum of the scores x the
 curriculum weight. Reading a decision never changes state.
 """
 
@@ -24,50 +24,18 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from daemon.decide.clock import opt_ts, resolve_now
 from daemon.decide.store import DecideStore
 from daemon.keys import validate_config_key
-
-if TYPE_CHECKING:
-    from daemon.settings import TriggerSettings
+from daemon.settings import TriggerSettings
 
 SIGNALS: Final = ("data_freshness", "model_staleness", "performance_regression")
 
 
-@dataclass(frozen=True)
-class TriggerConfig:
-    freshness_threshold: int = 500
-    staleness_hours: float = 6.0
-    min_win_rate: float = 0.45
-    staleness_min_freshness: float = 0.3
-    regression_threshold: float = 0.5
-    regression_span: float | None = None
-    bootstrap_min_games: int = 100
-    min_interval_seconds: float = 1800.0
-    freshness_weight: float = 0.4
-    staleness_weight: float = 0.3
-    regression_weight: float = 0.3
-    bootstrap_score: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.freshness_threshold <= 0 or self.staleness_hours <= 0:
-            raise ValueError("TriggerConfig: freshness_threshold and staleness_hours must be positive")
-        if self.regression_span is not None and self.regression_span <= 0:
-            raise ValueError("TriggerConfig: regression_span must be positive")
-
-    @classmethod
-    def from_settings(cls, s: TriggerSettings) -> TriggerConfig:
-        return cls(
-            freshness_threshold=s.freshness_threshold,
-            staleness_hours=s.staleness_hours,
-            min_win_rate=s.min_win_rate,
-            staleness_min_freshness=s.staleness_min_freshness,
-            regression_threshold=s.regression_threshold,
-            bootstrap_min_games=s.bootstrap_min_games,
-            min_interval_seconds=s.min_interval,
-        )
+# The parameters are the ``triggers:`` settings section itself: one name and one default per knob.
+TriggerConfig = TriggerSettings
 
 
 @dataclass(frozen=True)
@@ -139,7 +107,7 @@ class TrainingTriggers:
     def from_settings(
         cls, settings: TriggerSettings, store: DecideStore | Path | str | None = None
     ) -> TrainingTriggers:
-        return cls(TriggerConfig.from_settings(settings), store)
+        return cls(settings, store)
 
     def open(self) -> TrainingTriggers:
         if self.store is not None:
@@ -251,13 +219,13 @@ class TrainingTriggers:
 
         blocked: list[tuple[str, str]] = []
         last = max((x for x in (s.last_run_time, s.last_training_time) if x is not None), default=None)
-        if last is not None and t - last < c.min_interval_seconds:
-            ago, left = t - last, c.min_interval_seconds - (t - last)
+        if last is not None and t - last < c.min_interval:
+            ago, left = t - last, c.min_interval - (t - last)
             blocked.append(
                 (
                     "min_interval",
                     f"last run {_min(max(ago, 0.0))} ago, {_min(left)} left of the "
-                    f"{_min(c.min_interval_seconds)} minimum interval",
+                    f"{_min(c.min_interval)} minimum interval",
                 )
             )
         if deciding is not None:

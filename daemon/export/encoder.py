@@ -111,6 +111,7 @@ from daemon.export.policy import (
     seat_of,
 )
 from daemon.keys import normalize_board
+from daemon.npz.format import LAYOUT_CELLS
 
 # Re-exported: plug-ins and tests import these from here.
 __all__ = [
@@ -155,9 +156,6 @@ class EncoderError(Exception):
     """An encoder that cannot be loaded or that breaks the protocol."""
 
 
-DENSE, PACKBITS, CELLS = "dense", "packbits", "cells"
-
-
 @dataclass
 class EncodedGame:
     """The samples of one game (or of a block of games), one row per sample."""
@@ -196,7 +194,7 @@ class MoveHistoryEncoder:
     name = ENCODER_NAME
     version = ENCODER_VERSION
     num_globals = NUM_GLOBALS
-    feature_layout = CELLS
+    feature_layout = LAYOUT_CELLS
 
     def __init__(self, history_length: int = 4) -> None:
         if history_length < 1:

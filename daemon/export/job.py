@@ -25,20 +25,18 @@ import structlog
 from daemon.data.gamedb import Game, GameDB, GameDBError, SourceSnapshot
 from daemon.data.sources import expand
 from daemon.export.cache import ExportCache, sources_record
-from daemon.export.encoder import CELLS, DENSE, PACKBITS, EncodedGame, Encoder, EncoderError, load_encoder
+from daemon.export.encoder import EncodedGame, Encoder, EncoderError, load_encoder
 from daemon.export.rows import RowsError, check_encoded, row_arrays
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
 from daemon.export.workers import TASK_GAMES, Output, WorkerError, parallel_segments, plan_tasks
 from daemon.keys import geometry, parse_config_key, validate_config_key
-from daemon.npz.writer import ArraySpec, ExportWriteError, NpzStreamWriter
+from daemon.npz import format as fmt
+from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, LAYOUT_DENSE, LAYOUTS, ArraySpec
+from daemon.npz.writer import ExportWriteError, NpzStreamWriter
 from daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# 2: bit-packed planes (features_packed) + feature_layout/height/width;
-# 3: the built-in encoder stores one cell index per plane (feature_cells + feature_constant).
-FORMAT_VERSION = 3
-LAYOUTS = (DENSE, PACKBITS, CELLS)
 # Games are encoded in blocks of about this many moves: one numpy pass per block
 # instead of one per game, while a block's arrays stay small (hexagonal: ~20 MB).
 BLOCK_MOVES = 4096
@@ -82,39 +80,24 @@ class ExportResult:
 
 
 def feature_layout(encoder: Encoder) -> str:
-    layout = getattr(encoder, "feature_layout", DENSE)
+    layout = getattr(encoder, "feature_layout", LAYOUT_DENSE)
     if layout not in LAYOUTS:
         raise ExportError(f"encoder {encoder.name!r}: feature_layout must be one of {', '.join(LAYOUTS)}")
-    if layout == CELLS and not callable(getattr(encoder, "feature_constant", None)):
+    if layout == LAYOUT_CELLS and not callable(getattr(encoder, "feature_constant", None)):
         raise ExportError(f"encoder {encoder.name!r}: the cells layout needs feature_constant(board)")
     return str(layout)
 
 
 def array_specs(encoder: Encoder, board: str) -> dict[str, ArraySpec]:
-    g = geometry(board).grid
-    layout = feature_layout(encoder)
-    if layout == CELLS:
-        feats = {"feature_cells": ArraySpec(np.dtype(np.int16), (encoder.num_planes,))}
-    elif layout == PACKBITS:
-        feats = {"features_packed": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, (g * g + 7) // 8))}
-    else:
-        feats = {"features": ArraySpec(np.dtype(np.uint8), (encoder.num_planes, g, g))}
-    return {
-        **feats,
-        "globals": ArraySpec(np.dtype(np.float32), (encoder.num_globals,)),
-        "values": ArraySpec(np.dtype(np.float32), ()),
-        "values_mp": ArraySpec(np.dtype(np.float32), (4,)),
-        "policy_index": ArraySpec(np.dtype(np.int32), ()),
-        "game_ids": ArraySpec(np.dtype(np.int64), ()),
-        "move_numbers": ArraySpec(np.dtype(np.int32), ()),
-        "player_to_move": ArraySpec(np.dtype(np.int8), ()),
-    }
+    return fmt.row_specs(
+        feature_layout(encoder), encoder.num_planes, encoder.num_globals, geometry(board).grid
+    )
 
 
 def export_params(encoder: Encoder, es: ExportSettings, history_length: int, spec: str) -> dict[str, Any]:
     """Every parameter the output depends on (part of the cache key and stored in the NPZ)."""
     return {
-        "format_version": FORMAT_VERSION,
+        fmt.META_FORMAT_VERSION: FORMAT_VERSION,
         "encoder": encoder.name,
         "encoder_version": encoder.version,
         "encoder_spec": spec,
@@ -122,10 +105,10 @@ def export_params(encoder: Encoder, es: ExportSettings, history_length: int, spe
         "sample_every": es.sample_every,
         "max_games": es.max_games,
         "filters": GAME_FILTER,
-        "num_planes": encoder.num_planes,
-        "num_globals": encoder.num_globals,
-        "feature_layout": feature_layout(encoder),
-        "policy_size": encoder.policy_size(es.board_type),
+        fmt.META_NUM_PLANES: encoder.num_planes,
+        fmt.META_NUM_GLOBALS: encoder.num_globals,
+        fmt.META_FEATURE_LAYOUT: feature_layout(encoder),
+        fmt.META_POLICY_SIZE: encoder.policy_size(es.board_type),
     }
 
 
@@ -212,7 +195,7 @@ def _export(
     feature_key = next(iter(specs))
     grid = geometry(board).grid
     layout = feature_layout(encoder)
-    constants = {"feature_constant": feature_constant(encoder, board)} if layout == CELLS else {}
+    constants = {fmt.FEATURE_CONSTANT: feature_constant(encoder, board)} if layout == LAYOUT_CELLS else {}
     writer = NpzStreamWriter(output, specs, min_free_bytes=min_free_bytes)
     writer.start(es.estimated_samples)
     games = 0
@@ -256,22 +239,22 @@ def _export(
                     writer.append(row_arrays(feature_key, game_ids, enc))
                     tally(len(game_ids), enc.skipped)
         meta: dict[str, Any] = {
-            "board_type": board,
-            "config_key": key,
-            "num_players": n,
+            fmt.META_BOARD_TYPE: board,
+            fmt.META_CONFIG_KEY: key,
+            fmt.META_NUM_PLAYERS: n,
             "encoder_name": encoder.name,
             "encoder_version": encoder.version,
             "history_length": int(params["history_length"]),
-            "policy_size": policy_size,
-            "num_planes": encoder.num_planes,
-            "num_globals": encoder.num_globals,
-            "feature_layout": layout,
-            "feature_height": grid,
-            "feature_width": grid,
+            fmt.META_POLICY_SIZE: policy_size,
+            fmt.META_NUM_PLANES: encoder.num_planes,
+            fmt.META_NUM_GLOBALS: encoder.num_globals,
+            fmt.META_FEATURE_LAYOUT: layout,
+            fmt.META_FEATURE_HEIGHT: grid,
+            fmt.META_FEATURE_WIDTH: grid,
             "source_snapshot": json.dumps(sources_record(snapshots, key), sort_keys=True),
             "export_params": json.dumps(params, sort_keys=True),
             "created_at": now.isoformat(),
-            "format_version": FORMAT_VERSION,
+            fmt.META_FORMAT_VERSION: FORMAT_VERSION,
         }
         size, digest = writer.finish(meta, constants)
     except BaseException:

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.export.encoder import EncodedGame, Encoder
-from daemon.npz.writer import ArraySpec
+from daemon.npz.format import ArraySpec
 
 
 class RowsError(Exception):

@@ -30,7 +30,8 @@ from daemon.data.gamedb import GameDB, SourceSnapshot
 from daemon.export.encoder import load_encoder
 from daemon.export.rows import check_encoded, row_arrays
 from daemon.export.tiers import exported_sources
-from daemon.npz.writer import ArraySpec, Segment, write_segment
+from daemon.npz.format import ArraySpec
+from daemon.npz.writer import Segment, write_segment
 
 TASK_GAMES = 128  # a task's rows stay small (square8: ~7K samples x 235 B)
 

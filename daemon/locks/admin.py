@@ -12,6 +12,7 @@ import structlog
 from daemon.locks.backends.file import inspect_lock_file
 from daemon.locks.backends.redis import REDIS_ERRORS, sync_client
 from daemon.locks.names import Backend, BackendChoice
+from daemon.redis_keys import DEFAULT_PREFIX, lease_pattern, lock_keys, lock_name_of
 
 log = structlog.get_logger(__name__)
 
@@ -103,14 +104,12 @@ def list_redis_locks(
 ) -> list[dict[str, Any]]:
     client = sync_client(redis_url, password, timeout)
     try:
-        head = f"{key_prefix}lock:"
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"
         out: list[dict[str, Any]] = []
-        for raw_key in client.scan_iter(match=pattern, count=500):
+        for raw_key in client.scan_iter(match=lease_pattern(key_prefix), count=500):
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            name = key[len(head) :]
+            name = lock_name_of(key_prefix, key)
             pttl = int(client.pttl(key))
-            fields = client.hgetall(f"{key_prefix}lockinfo:{name}")
+            fields = client.hgetall(lock_keys(key_prefix, name)[1])
             raw_info = fields.get(b"info")
             info = orjson.loads(raw_info) if raw_info else {}
             token = fields.get(b"token")
@@ -139,7 +138,7 @@ def _holder(info: dict[str, Any]) -> str | None:
 def list_locks(
     lock_dir: Path,
     redis_url: str | None = None,
-    key_prefix: str = "ringrift:",
+    key_prefix: str = DEFAULT_PREFIX,
     password: str | None = None,
     timeout: float = 2.0,
 ) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from daemon.locks.fencing import FenceCeiling
 from daemon.locks.lease import LeaseHandle, LeaseState
 from daemon.locks.names import Backend
+from daemon.redis_keys import DEFAULT_PREFIX
 
 BACKENDS: dict[Backend, str] = {
     "redis": "daemon.locks.backends.redis:RedisBackend",
@@ -45,7 +46,7 @@ class BackendOptions:
     fence_floor: Callable[[], int] | None
     redis_url: str | None = None
     password: str | None = None
-    key_prefix: str = "ringrift:"
+    key_prefix: str = DEFAULT_PREFIX
     op_timeout: float = 2.0
     fence_clock: bool = True
 

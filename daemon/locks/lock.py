@@ -44,6 +44,7 @@ from daemon.locks.names import (
     holder_info,
     validate_lock_name,
 )
+from daemon.redis_keys import DEFAULT_PREFIX
 
 log = structlog.get_logger(__name__)
 DEFAULT_LOCK_DIR = Path("data/locks")
@@ -60,7 +61,7 @@ class DistributedLock:
         backend: BackendChoice = "auto",
         redis_url: str | None = None,
         lock_dir: Path | str | None = None,
-        key_prefix: str = "ringrift:",
+        key_prefix: str = DEFAULT_PREFIX,
         password: str | None = None,
         on_lost: LostCallback | None = None,
         fence_floor: Callable[[], int] | None = None,

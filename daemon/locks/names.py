@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from daemon.keys import validate_config_key
+from daemon.redis_keys import lock_keys
 
 Backend = Literal["redis", "file"]
 BackendChoice = Literal["auto", "redis", "file"]
@@ -84,8 +85,7 @@ def file_stem(name: str) -> str:
 
 def redis_keys(prefix: str, name: str) -> tuple[str, str, str]:
     """(lease key, holder-info key, fence counter key)."""
-    name = validate_lock_name(name)
-    return f"{prefix}lock:{name}", f"{prefix}lockinfo:{name}", f"{prefix}fence:{name}"
+    return lock_keys(prefix, validate_lock_name(name))
 
 
 def holder_info(name: str, backend: Backend, ttl: float | None, host: str | None = None) -> dict[str, Any]:

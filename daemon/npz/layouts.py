@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-LAYOUT_DENSE, LAYOUT_PACKBITS, LAYOUT_CELLS = "dense", "packbits", "cells"
-LAYOUTS = (LAYOUT_DENSE, LAYOUT_PACKBITS, LAYOUT_CELLS)
+from daemon.npz.format import LAYOUT_CELLS, LAYOUT_PACKBITS, packed_width
+
 _INT16_CELLS = 1 << 15  # cells 0 .. 32767 fit an int16 index
-
-
-def packed_width(height: int, width: int) -> int:
-    """Bytes per packed plane: ceil(H*W/8)."""
-    return -(-(height * width) // 8)
 
 
 def _check_binary(dense: np.ndarray, layout: str) -> None:

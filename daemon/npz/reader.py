@@ -48,41 +48,23 @@ from typing import Any
 
 import numpy as np
 
-from daemon.npz.layouts import (
+from daemon.npz import format as fmt
+from daemon.npz.format import (
+    FEATURE_CONSTANT,
+    FEATURE_MEMBER,
     LAYOUT_CELLS,
     LAYOUT_DENSE,
     LAYOUT_PACKBITS,
     LAYOUTS,
-    cells_to_dense,
-    dense_to_cells,
-    pack_features,
+    REQUIRED_ROW_MEMBERS,
     packed_width,
-    unpack_features,
 )
 from daemon.training.exitcodes import ExitCode, TrainerError
 
-__all__ = [  # the layout helpers moved to layouts.py; re-exported for existing imports
-    "LAYOUT_CELLS",
-    "LAYOUT_DENSE",
-    "LAYOUT_PACKBITS",
-    "LEGACY_GAME_BLOCK",
-    "TrainingArrays",
-    "cells_to_dense",
-    "dense_to_cells",
-    "open_training_file",
-    "pack_features",
-    "packed_width",
-    "unpack_features",
-]
-
 LEGACY_GAME_BLOCK = 64
-_ROW_ARRAYS = ("globals", "values", "values_mp", "policy_index", "game_ids", "player_to_move")
-_FEATURE_MEMBER = {
-    LAYOUT_DENSE: "features",
-    LAYOUT_PACKBITS: "features_packed",
-    LAYOUT_CELLS: "feature_cells",
-}
-_CONSTANT = "feature_constant"
+_ROW_ARRAYS = REQUIRED_ROW_MEMBERS
+_FEATURE_MEMBER = FEATURE_MEMBER
+_CONSTANT = FEATURE_CONSTANT
 _LOCAL_HEADER = b"PK\x03\x04"
 # What opening a corrupt zip or member raises: zipfile and the decompressors (RuntimeError and its
 # NotImplementedError: a flipped encryption flag, method or version), numpy's header parser (ast).
@@ -177,7 +159,7 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
         meta = _read_scalars(path, zf, members)
         missing = [k for k in _ROW_ARRAYS if k not in members]
         if not any(k in members for k in _FEATURE_MEMBER.values()):
-            cells = meta.get("feature_layout") == LAYOUT_CELLS  # only format 3 has cells: it says so
+            cells = meta.get(fmt.META_FEATURE_LAYOUT) == LAYOUT_CELLS  # only format 3 has cells: it says so
             missing.insert(0, _FEATURE_MEMBER[LAYOUT_CELLS] if cells else "features (or features_packed)")
         if missing:
             raise _bad(path, f"missing arrays: {', '.join(missing)}")
@@ -192,12 +174,12 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
         path=path,
         features=features,
         input_shape=input_shape,
-        globals=m["globals"],
-        values=m["values"],
-        values_mp=m["values_mp"],
-        policy_index=m["policy_index"],
-        game_ids=m["game_ids"],
-        player_to_move=m["player_to_move"],
+        globals=m[fmt.GLOBALS],
+        values=m[fmt.VALUES],
+        values_mp=m[fmt.VALUES_MP],
+        policy_index=m[fmt.POLICY_INDEX],
+        game_ids=m[fmt.GAME_IDS],
+        player_to_move=m[fmt.PLAYER_TO_MOVE],
         meta=meta,
         layout=layout,
         constant=constant,
@@ -208,11 +190,11 @@ def open_training_file(path: Path, *, allow_legacy_pickle: bool = False) -> Trai
 
 def _layout(path: Path, meta: dict[str, Any], members: dict[str, _Member]) -> str:
     """The file's feature layout; without ``feature_layout`` (format 1) the member present decides."""
-    layout = meta.get("feature_layout")
+    layout = meta.get(fmt.META_FEATURE_LAYOUT)
     if layout is None:
-        if "features" in members:
+        if fmt.FEATURES in members:
             return LAYOUT_DENSE
-        if "features_packed" in members:
+        if fmt.FEATURES_PACKED in members:
             return LAYOUT_PACKBITS
         raise _bad(path, "feature_cells needs the metadata feature_layout='cells' (format_version 3)")
     if layout not in _FEATURE_MEMBER:
@@ -235,7 +217,7 @@ def _dim(path: Path, meta: dict[str, Any], key: str) -> int:
 def _check_features(path: Path, feats: np.ndarray, layout: str, meta: dict[str, Any]) -> tuple[int, int, int]:
     """Validate the feature array against its layout and metadata; return the dense (C, H, W)."""
     if layout != LAYOUT_DENSE:
-        h, w = _dim(path, meta, "feature_height"), _dim(path, meta, "feature_width")
+        h, w = _dim(path, meta, fmt.META_FEATURE_HEIGHT), _dim(path, meta, fmt.META_FEATURE_WIDTH)
         name = _FEATURE_MEMBER[layout]
         packbits = layout == LAYOUT_PACKBITS
         dtype, ndim, shape = (np.uint8, 3, "(N, C, ceil(H*W/8))") if packbits else (np.int16, 2, "(N, C)")
@@ -258,10 +240,10 @@ def _check_features(path: Path, feats: np.ndarray, layout: str, meta: dict[str, 
         if feats.dtype not in (np.uint8, np.float32, np.float16):
             raise _bad(path, f"features dtype {feats.dtype} not supported (uint8 expected)")
         c, h, w = (int(s) for s in feats.shape[1:])
-        for key, size in (("feature_height", h), ("feature_width", w)):
+        for key, size in ((fmt.META_FEATURE_HEIGHT, h), (fmt.META_FEATURE_WIDTH, w)):
             if key in meta and meta[key] != size:
                 raise _bad(path, f"metadata {key}={meta[key]!r} but features are {feats.shape}")
-    planes = meta.get("num_planes")
+    planes = meta.get(fmt.META_NUM_PLANES)
     if isinstance(planes, int) and planes != c:
         raise _bad(path, f"num_planes={planes} but features have {c} planes")
     return c, h, w
@@ -342,27 +324,28 @@ def _validate(a: TrainingArrays) -> None:
     if n == 0:
         raise _bad(p, "no samples (N == 0)")
     expect = {
-        "globals": 2,
-        "values": 1,
-        "values_mp": 2,
-        "policy_index": 1,
-        "game_ids": 1,
-        "player_to_move": 1,
+        fmt.GLOBALS: 2,
+        fmt.VALUES: 1,
+        fmt.VALUES_MP: 2,
+        fmt.POLICY_INDEX: 1,
+        fmt.GAME_IDS: 1,
+        fmt.PLAYER_TO_MOVE: 1,
     }
     for name, ndim in expect.items():
         arr: np.ndarray = getattr(a, name)
         if arr.ndim != ndim or arr.shape[0] != n:
             raise _bad(p, f"array {name!r} has shape {arr.shape}, expected {ndim}-d with {n} rows")
-    if a.values_mp.shape[1] != 4:
+    if a.values_mp.shape[1] != fmt.NUM_SEATS:
         raise _bad(p, f"values_mp must be (N, 4), got {a.values_mp.shape}")
     if not np.issubdtype(a.policy_index.dtype, np.integer):
         raise _bad(p, f"policy_index must be integer, got {a.policy_index.dtype}")
-    for key in ("policy_size", "num_players"):
+    for key in (fmt.META_POLICY_SIZE, fmt.META_NUM_PLAYERS):
         if not isinstance(a.meta.get(key), int):
             raise _bad(p, f"metadata {key!r} missing or not an integer")
-    policy_size = int(a.meta["policy_size"])
-    if not 1 <= int(a.meta["num_players"]) <= 4 or policy_size <= 0:
-        raise _bad(p, f"bad metadata num_players={a.meta['num_players']} policy_size={policy_size}")
+    policy_size = int(a.meta[fmt.META_POLICY_SIZE])
+    players = int(a.meta[fmt.META_NUM_PLAYERS])
+    if not 1 <= players <= fmt.NUM_SEATS or policy_size <= 0:
+        raise _bad(p, f"bad metadata num_players={players} policy_size={policy_size}")
     lo, hi = int(a.policy_index.min()), int(a.policy_index.max())
     if lo < -1 or hi >= policy_size:
         raise _bad(p, f"policy_index out of range [0, {policy_size}): min {lo}, max {hi}")

@@ -32,6 +32,8 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
+from daemon.npz.format import ArraySpec
+
 COPY_CHUNK = 4 << 20
 
 
@@ -41,16 +43,6 @@ class ExportWriteError(Exception):
 
 class DiskFull(ExportWriteError):
     """Not enough free space (estimated before writing, exact before assembling)."""
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    dtype: np.dtype[Any]
-    row_shape: tuple[int, ...]
-
-    @property
-    def row_bytes(self) -> int:
-        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
 
 
 def fsync_dir(path: Path) -> None:

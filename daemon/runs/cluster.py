@@ -18,6 +18,7 @@ import redis
 import structlog
 
 from daemon.locks.backends.redis import sync_client
+from daemon.redis_keys import run_key
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,7 @@ class ClusterState:
         self.timeout = timeout
 
     def _key(self, config: str) -> str:
-        return f"{self.key_prefix}run:{config}"
+        return run_key(self.key_prefix, config)
 
     def read(self, configs: list[str]) -> ClusterView:
         if self.url is None:

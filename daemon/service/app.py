@@ -36,7 +36,8 @@ from daemon.service.metrics import build_registry
 from daemon.service.notify import child_env
 from daemon.service.view import ServiceView
 from daemon.settings import Settings
-from daemon.training.runner import TrainerArgs, TrainerOutcome, TrainerRunner
+from daemon.training.args import TrainerArgs
+from daemon.training.runner import TrainerOutcome, TrainerRunner
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +57,10 @@ class Components:
             s.state_dir / "runs.db", node=self.node, pid=os.getpid(), read_only=read_only
         )
         self.health = TrainingHealthMonitor.from_settings(
-            s.state_dir / "decide.db", s.health, read_only=read_only
+            s.state_dir / "decide.db", s.health, configs=s.configs, read_only=read_only
         )
         self.curriculum = CurriculumFeedback.from_settings(
-            s.state_dir / "decide.db", s.curriculum, read_only=read_only
+            s.state_dir / "decide.db", s.curriculum, configs=s.configs, read_only=read_only
         )
         self.triggers = TrainingTriggers.from_settings(s.triggers)
         self.models = ModelRegistry(s.registry_dir, read_only=read_only)
@@ -194,7 +195,7 @@ class Components:
         if outcome.exit_name == "INIT_MISMATCH" and parent is not None:
             # The parent's architecture differs (settings changed): train from scratch.
             log.warning("trainer.init_mismatch", config=key, parent=parent[0])
-            args = TrainerArgs(**{**args.__dict__, "init": None, "parent": parent[0]})
+            args = args.replace(init=None)
             outcome = await self.runner.run(args, on_progress=on_progress, cancel=cancel, run_id=run_id)
         return outcome
 

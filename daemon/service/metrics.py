@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from daemon.service.view import SIGNALS, ServiceView
+from daemon.decide.exposition import HealthRow, health_metric_families
+from daemon.decide.triggers import SIGNALS
+from daemon.service.view import ServiceView
 
 RUN_OUTCOMES = ("succeeded", "failed", "interrupted")
 EXPORT_RESULTS = ("hit", "miss", "error")
@@ -102,19 +104,15 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         v = self._view()
+        rows = [
+            HealthRow(key, c.is_running, c.consecutive_failures, c.model_count, c.win_rate)
+            for key, c in v.configs.items()
+        ]
+        labels = [
+            (str(a.get("config") or ""), str(a.get("kind")), str(a.get("severity")).lower()) for a in v.alerts
+        ]
+        yield from health_metric_families(rows, labels)
         per: dict[str, GaugeMetricFamily] = {
-            "is_running": _gauge(
-                "ringrift_training_is_running", "1 while a run of the config is in progress.", ["config"]
-            ),
-            "failures": _gauge(
-                "ringrift_training_consecutive_failures", "Failed runs since the last success.", ["config"]
-            ),
-            "models": _gauge(
-                "ringrift_training_model_count", "Models registered for the config.", ["config"]
-            ),
-            "win_rate": _gauge(
-                "ringrift_training_win_rate", "Recent win rate of the config's model (0-1).", ["config"]
-            ),
             "priority": _gauge(
                 "ringrift_training_priority", "Decision priority (weighted signals x curriculum).", ["config"]
             ),
@@ -144,11 +142,6 @@ class StateCollector(Collector):
             "ringrift_training_signal_score", "Training signal scores (0-1).", ["config", "signal"]
         )
         for key, c in v.configs.items():
-            per["is_running"].add_metric([key], 1.0 if c.is_running else 0.0)
-            per["failures"].add_metric([key], c.consecutive_failures)
-            per["models"].add_metric([key], c.model_count)
-            if c.win_rate is not None:
-                per["win_rate"].add_metric([key], c.win_rate)
             per["priority"].add_metric([key], c.priority)
             per["weight"].add_metric([key], c.curriculum_weight)
             per["should"].add_metric([key], 1.0 if c.should_train else 0.0)
@@ -168,20 +161,6 @@ class StateCollector(Collector):
                 signals.add_metric([key, s], float(c.signal_scores.get(s, 0.0)))
         yield from per.values()
         yield signals
-        alert = _gauge(
-            "ringrift_training_alert", "1 while an alert is active.", ["config", "kind", "severity"]
-        )
-        for a in v.alerts:
-            alert.add_metric(
-                [str(a.get("config") or ""), str(a.get("kind")), str(a.get("severity")).lower()], 1.0
-            )
-        yield alert
-        crit = _gauge("ringrift_training_alerts_critical", "Active critical alerts.")
-        crit.add_metric([], v.count_alerts("critical"))
-        yield crit
-        warn = _gauge("ringrift_training_alerts_warning", "Active warning alerts.")
-        warn.add_metric([], v.count_alerts("warning"))
-        yield warn
         backend = _gauge("ringrift_lock_backend", "1 for the lock backend in use.", ["backend"])
         for b in ("redis", "file"):
             backend.add_metric([b], 1.0 if v.lock_backend == b else 0.0)

@@ -11,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from daemon.redis_keys import DEFAULT_PREFIX
 from daemon.settings import Settings
 
 
@@ -39,7 +40,7 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
                 list_locks,
                 settings.lock_dir,
                 redis_url=r.url if r else None,
-                key_prefix=r.key_prefix if r else "ringrift:",
+                key_prefix=r.key_prefix if r else DEFAULT_PREFIX,
                 password=r.resolved_password() if r else None,
             )
         except Exception as e:  # Redis down: the report must still show it (and the file locks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SIGNALS = ("data_freshness", "model_staleness", "performance_regression")
+from daemon.decide.triggers import SIGNALS
 
 
 @dataclass
@@ -76,9 +76,6 @@ class ServiceView:
     @classmethod
     def empty(cls, keys: list[str], version: str = "") -> ServiceView:
         return cls(configs={k: ConfigView(k) for k in keys}, version=version)
-
-    def count_alerts(self, severity: str) -> int:
-        return sum(1 for a in self.alerts if str(a.get("severity", "")).lower() == severity)
 
     def as_status(self) -> dict[str, Any]:
         return {

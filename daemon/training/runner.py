@@ -24,6 +24,7 @@ from typing import Any, Literal
 import orjson
 import structlog
 
+from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, exit_name
 from daemon.training.pidrecords import group_alive, pids_of_run, reap_orphans, record_path, write_record
 
@@ -34,58 +35,6 @@ log = structlog.get_logger(__name__)
 Reason = Literal["ok", "exit", "timeout", "cancelled", "heartbeat", "signal"]
 _DROP_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _POLL = 0.05
-
-
-@dataclass(frozen=True)
-class TrainerArgs:
-    data: Path
-    out: Path
-    epochs: int
-    batch_size: int
-    init: Path | None = None
-    device: str = "auto"
-    fencing_token: int | None = None
-    allow_legacy_pickle: bool = False
-    run_id: str | None = None
-    data_hash: str | None = None
-    parent: str | None = None
-    channels: int | None = None
-    blocks: int | None = None
-    lr: float | None = None
-    seed: int | None = None
-    extra: tuple[str, ...] = ()
-
-    def to_argv(self) -> list[str]:
-        """The trainer's command-line flags (CONTRACTS.md)."""
-        argv = [
-            "--data",
-            str(self.data),
-            "--out",
-            str(self.out),
-            "--epochs",
-            str(self.epochs),
-            "--batch-size",
-            str(self.batch_size),
-            "--device",
-            self.device,
-        ]
-        optional: dict[str, object | None] = {
-            "--init": self.init,
-            "--fencing-token": self.fencing_token,
-            "--run-id": self.run_id,
-            "--data-hash": self.data_hash,
-            "--parent": self.parent,
-            "--channels": self.channels,
-            "--blocks": self.blocks,
-            "--lr": self.lr,
-            "--seed": self.seed,
-        }
-        for flag, value in optional.items():
-            if value is not None:
-                argv += [flag, str(value)]
-        if self.allow_legacy_pickle:
-            argv.append("--allow-legacy-pickle")
-        return [*argv, *self.extra]
 
 
 @dataclass

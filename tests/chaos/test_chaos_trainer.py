@@ -29,8 +29,9 @@ from daemon.selfplay_sim import write_games
 from daemon.service.app import build_components
 from daemon.service.evaluator import alert_dict
 from daemon.service.supervisor import Service
+from daemon.training.args import TrainerArgs
 from daemon.training.pidrecords import record_path
-from daemon.training.runner import TrainerArgs, TrainerOutcome, TrainerRunner
+from daemon.training.runner import TrainerOutcome, TrainerRunner
 from tests.chaos._helpers import (
     assert_no_orphans,
     assert_no_torn_files,
@@ -131,7 +132,7 @@ def hang_fault(tmp: Path, runner: TrainerRunner, pids: Path) -> Fault:
 
 def nan_fault() -> Fault:
     async def fault(orig: Any, args: TrainerArgs, kw: dict[str, Any]) -> TrainerOutcome:
-        return await orig(dataclasses.replace(args, extra=("--debug-nan-at-step", "1")), **kw)
+        return await orig(dataclasses.replace(args, debug_nan_at_step=1), **kw)
 
     return fault
 

@@ -19,7 +19,7 @@ from daemon.export.cache import ExportCache
 from daemon.export.encoder import EncodedGame, MoveHistoryEncoder
 from daemon.export.job import ExportError, run_export
 from daemon.export.rows import game_id_hash
-from daemon.npz.reader import cells_to_dense, open_training_file
+from daemon.npz import cells_to_dense, open_training_file
 from daemon.selfplay_sim import GameFactory, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from daemon.cli import EXIT_BAD_SETTINGS, main
 from daemon.data.gamedb import GameDB
 from daemon.export.job import ExportError, run_export
-from daemon.npz.reader import open_training_file
+from daemon.npz import open_training_file
 from daemon.selfplay_sim import write_games
 from daemon.settings import settings_from_mapping
 from daemon.training.exitcodes import ExitCode

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from daemon.training.runner import TrainerArgs, TrainerRunner
+from daemon.training.args import TrainerArgs
+from daemon.training.runner import TrainerRunner
 from tests.support.npz_synth import write_synth_npz
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ async def test_cancel_real_trainer_saves_checkpoint(tmp_path: Path) -> None:
         device="cpu",
         run_id="c1",
         fencing_token=9,
-        extra=("--heartbeat-interval", "0.2"),
+        heartbeat_interval=0.2,
     )
     cancel = asyncio.Event()
     events: list[str] = []

@@ -12,8 +12,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from daemon.training.args import TrainerArgs
 from daemon.training.pidrecords import proc_start_time, write_record
-from daemon.training.runner import TrainerArgs, TrainerRunner, reap_orphans
+from daemon.training.runner import TrainerRunner, reap_orphans
 
 ARGS = TrainerArgs(data=Path("/nonexistent.npz"), out=Path("/nonexistent"), epochs=1, batch_size=8)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.npz.reader import open_training_file
+from daemon.npz import open_training_file
 from daemon.service.http import HttpServer
 from daemon.settings import Settings
 from daemon.training.exitcodes import ExitCode, TrainerError

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from daemon.npz.reader import dense_to_cells, pack_features
+from daemon.npz import dense_to_cells, pack_features
 
 
 def game_hash(game_id: str) -> int:

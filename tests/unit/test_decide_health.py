@@ -197,8 +197,9 @@ def test_collector_on_injected_registry(mon: TrainingHealthMonitor) -> None:
 
 
 def test_from_settings() -> None:
-    cfg = HealthConfig.from_settings(HealthSettings(stalled_after=60, failures_critical=5))
-    assert (cfg.stalled_after_seconds, cfg.failures_critical, cfg.low_win_rate) == (60, 5, 0.35)
+    cfg = HealthConfig(stalled_after=60, failures_critical=5)
+    assert HealthConfig is HealthSettings  # one definition of every knob and its default
+    assert (cfg.stalled_after, cfg.failures_critical, cfg.low_win_rate) == (60, 5, 0.35)
 
 
 events = st.lists(

@@ -14,7 +14,7 @@ from daemon.export.encoder import (
     board_layout,
     load_encoder,
 )
-from daemon.npz.reader import cells_to_dense
+from daemon.npz import cells_to_dense
 
 SQ = None
 

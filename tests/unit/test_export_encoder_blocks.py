@@ -19,7 +19,7 @@ from daemon.data.gamedb import Game, Move, parse_move
 from daemon.data.games import JsonPos, MoveColumns
 from daemon.export.encoder import MALFORMED, EncoderError, MoveHistoryEncoder
 from daemon.keys import geometry
-from daemon.npz.reader import cells_to_dense
+from daemon.npz import cells_to_dense
 from tests.support.encoder_reference import ReferenceEncoder
 
 TYPES = [

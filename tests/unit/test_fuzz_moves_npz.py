@@ -26,7 +26,7 @@ from daemon.data.gamedb import Game, Move, parse_move
 from daemon.data.games import moves_from_rows
 from daemon.export.encoder import MALFORMED, MoveHistoryEncoder
 from daemon.keys import ALL_CONFIG_KEYS, parse_config_key
-from daemon.npz.reader import open_training_file
+from daemon.npz import open_training_file
 from daemon.training.exitcodes import ExitCode, TrainerError
 from tests.support.npz_synth import write_synth_npz
 

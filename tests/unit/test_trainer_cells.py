@@ -20,11 +20,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.npz.reader import cells_to_dense, dense_to_cells, open_training_file
+from daemon.npz import cells_to_dense, dense_to_cells, open_training_file
+from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, TrainerError
 from daemon.training.trainer import ddp
 from daemon.training.trainer.data import BatchLoader, split_by_game, unpack_cells
-from daemon.training.trainer.train import StopFlag, TrainConfig, Trainer
+from daemon.training.trainer.train import StopFlag, Trainer
 from tests.support.npz_synth import write_synth_npz
 
 REPO = Path(__file__).resolve().parents[2]
@@ -276,7 +277,7 @@ def test_corrupt_central_directory_fields_are_bad_data(tmp_path: Path, offset: i
 
 def test_trainer_setup_and_epoch_on_cells_hex_sized_grid(tmp_path: Path) -> None:
     data = write_synth_npz(tmp_path / "hex.npz", 240, grid=25, layout="cells")
-    cfg = TrainConfig(
+    cfg = TrainerArgs(
         data=data, out=tmp_path / "o", epochs=1, batch_size=32, device="cpu", channels=8, blocks=1
     )
     trainer = Trainer(cfg, info=ddp.DistInfo(), emit=lambda _e: None, stop=StopFlag())

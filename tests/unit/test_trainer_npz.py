@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.npz.reader import LEGACY_GAME_BLOCK, open_training_file
+from daemon.npz import LEGACY_GAME_BLOCK, open_training_file
 from daemon.training.exitcodes import ExitCode, TrainerError, exit_name
 from daemon.training.trainer.data import split_by_game
 from tests.support.npz_synth import synth_arrays, write_synth_npz

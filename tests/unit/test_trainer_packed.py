@@ -17,16 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.npz.reader import (
+from daemon.npz import (
     open_training_file,
     pack_features,
     packed_width,
     unpack_features,
 )
+from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, TrainerError
 from daemon.training.trainer import ddp
 from daemon.training.trainer.data import BatchLoader, split_by_game, unpack_bits
-from daemon.training.trainer.train import StopFlag, TrainConfig, Trainer
+from daemon.training.trainer.train import StopFlag, Trainer
 from tests.support.npz_synth import write_synth_npz
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +127,7 @@ def test_packed_and_dense_files_give_identical_batches(tmp_path: Path, grid: int
 
 def test_trainer_setup_and_epoch_on_packed_hex_sized_grid(tmp_path: Path) -> None:
     data = write_synth_npz(tmp_path / "hex.npz", 240, grid=25, layout="packbits")
-    cfg = TrainConfig(
+    cfg = TrainerArgs(
         data=data, out=tmp_path / "o", epochs=1, batch_size=32, device="cpu", channels=8, blocks=1
     )
     trainer = Trainer(cfg, info=ddp.DistInfo(), emit=lambda _e: None, stop=StopFlag())

@@ -16,43 +16,24 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, TrainerError
 from daemon.training.pidrecords import proc_start_time
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse exits 2 == BAD_ARGS already; add the JSON line
-        _print_json({"event": "error", "code": ExitCode.BAD_ARGS.name, "message": message})
-        super().error(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m daemon.training", description="Train one model from one NPZ file.")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="output directory (model.pt)")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--init", type=Path, help="parent checkpoint to warm-start from")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--fencing-token", type=int)
-    p.add_argument(
-        "--allow-legacy-pickle",
-        action="store_true",
-        help="allow legacy NPZ files with object arrays (uses pickle: trusted files only)",
-    )
-    p.add_argument("--run-id")
-    p.add_argument("--data-hash")
-    p.add_argument("--parent", help="parent model id (lineage)")
-    p.add_argument("--channels", type=int)
-    p.add_argument("--blocks", type=int)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--heartbeat-interval", type=float, default=30.0)
-    p.add_argument("--debug-nan-at-step", type=int, help=argparse.SUPPRESS)
+    """The trainer's flags, from :class:`TrainerArgs` (the one definition); errors also go to stdout
+    as a JSON ``error`` line, so the supervisor reads the reason."""
+    p = TrainerArgs.parser()
+
+    def error(message: str) -> Any:  # argparse exits 2 == BAD_ARGS already
+        _print_json({"event": "error", "code": ExitCode.BAD_ARGS.name, "message": message})
+        p.print_usage(sys.stderr)
+        p.exit(int(ExitCode.BAD_ARGS), f"{p.prog}: error: {message}\n")
+
+    p.error = error  # type: ignore[method-assign]
     return p
 
 
@@ -96,15 +77,21 @@ def watch_supervisor(pid: int, on_gone: Callable[[], None], period: float = 1.0)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ns = build_parser().parse_args(argv)
     env = os.environ if environ is None else environ
-    for name in ("epochs", "batch_size", "patience"):
-        if getattr(args, name) <= 0:
-            _print_json({"event": "error", "code": "BAD_ARGS", "message": f"--{name} must be > 0"})
-            return int(ExitCode.BAD_ARGS)
+    try:
+        cfg = TrainerArgs.from_namespace(ns)
+    except ValueError as e:
+        _print_json({"event": "error", "code": "BAD_ARGS", "message": str(e)})
+        return int(ExitCode.BAD_ARGS)
     # torch is imported only here, after argument checks (fast --help, fast BAD_ARGS).
+    import torch
+
     from daemon.training.trainer import ddp
-    from daemon.training.trainer.train import StopFlag, TrainConfig, Trainer
+    from daemon.training.trainer.train import StopFlag, Trainer
+
+    if cfg.threads is not None:  # before any op: intra-op threads are fixed at first use
+        torch.set_num_threads(cfg.threads)
 
     info = ddp.dist_info_from_env(env)
     stop = StopFlag()
@@ -118,26 +105,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if info.is_main:
             _print_json(obj)
 
-    cfg = TrainConfig(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        init=args.init,
-        device=args.device,
-        fencing_token=args.fencing_token,
-        allow_legacy_pickle=args.allow_legacy_pickle,
-        run_id=args.run_id,
-        data_hash=args.data_hash,
-        parent=args.parent,
-        channels=args.channels,
-        blocks=args.blocks,
-        lr=args.lr,
-        seed=args.seed,
-        patience=args.patience,
-        heartbeat_interval=args.heartbeat_interval,
-        debug_nan_at_step=args.debug_nan_at_step,
-    )
     try:
         trainer = Trainer(cfg, info=info, emit=emit, stop=stop)
         trainer.setup()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from daemon.npz.layouts import LAYOUT_CELLS, LAYOUT_PACKBITS, packed_width
+from daemon.npz.format import LAYOUT_CELLS, LAYOUT_PACKBITS, packed_width
 from daemon.npz.reader import TrainingArrays
 from daemon.training.exitcodes import ExitCode, TrainerError
 

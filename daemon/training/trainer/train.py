@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from daemon.npz.reader import open_training_file
+from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, TrainerError
 from daemon.training.trainer import ddp
 from daemon.training.trainer.checkpoint import (
@@ -34,31 +34,6 @@ from daemon.training.trainer.data import Batch, BatchLoader, majority_baseline, 
 from daemon.training.trainer.model import Architecture, RingNet
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data: Path
-    out: Path
-    epochs: int
-    batch_size: int
-    init: Path | None = None
-    device: str = "auto"
-    fencing_token: int | None = None
-    allow_legacy_pickle: bool = False
-    run_id: str | None = None
-    data_hash: str | None = None
-    parent: str | None = None
-    channels: int | None = None  # None: the parent's, else 32
-    blocks: int | None = None  # None: the parent's, else 2
-    lr: float = 2e-3
-    seed: int = 0
-    patience: int = 3
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    warmup_fraction: float = 0.05
-    heartbeat_interval: float = 30.0
-    debug_nan_at_step: int | None = None  # tests only: poison the loss at this global step
 
 
 class StopFlag:
@@ -105,7 +80,7 @@ def compute_loss(
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, info: ddp.DistInfo, emit: Emit, stop: StopFlag) -> None:
+    def __init__(self, cfg: TrainerArgs, *, info: ddp.DistInfo, emit: Emit, stop: StopFlag) -> None:
         self.cfg = cfg
         self.info = info
         self.emit = emit
