@@ -47,6 +47,7 @@ def test_nothing_created_in_an_empty_directory(tmp_path: Path, args: tuple[str, 
     assert list(tmp_path.iterdir()) == [], "a read-only command created files"
 
 
+@pytest.mark.timeout(900)  # a real service pass plus seven CLI runs: slow on a loaded machine
 def test_status_writes_nothing_to_existing_state(tmp_path: Path) -> None:
     games = tmp_path / "games.db"
     write_games(games, "square8_2p", 150, seed=1)
