@@ -167,7 +167,7 @@ def _tick_child(cfg: Path) -> dict[str, Any]:
     """In-process ``Service.tick`` vs bare ``GameSources.poll`` (runs in a child process)."""
     from daemon.data.sources import GameSources
     from daemon.logs import configure_logging
-    from daemon.service.app import build_components
+    from daemon.service.app import build_app
     from daemon.service.supervisor import Service
     from daemon.settings import load_settings
 
@@ -175,7 +175,7 @@ def _tick_child(cfg: Path) -> dict[str, Any]:
     settings = load_settings(cfg, {})
 
     async def run() -> dict[str, Any]:
-        service = Service(build_components(settings, {}), handle_signals=False)
+        service = Service(build_app(settings, {}), handle_signals=False)
         await service.start()
         try:
             t = time.perf_counter()

@@ -1,15 +1,18 @@
 """One run, end to end: lock -> journal -> export -> train -> register -> release.
 
-The lease is watched for the whole run: if it is lost at any step the trainer's
-process group is stopped, nothing is registered, and the run ends
-``interrupted``. The registry's fencing check is the last line of defence: a
-writer whose token is older than the newest accepted one is refused.
+The pipeline reads top to bottom over small typed collaborators the composition root
+(:mod:`daemon.service.app`) hands it: a lock factory, the exporter, the training step, the
+registrar, the run journal and the fleet's run history. The lease is watched for the whole
+run: if it is lost at any step the trainer's process group is stopped, nothing is
+registered, and the run ends ``interrupted``. The registry's fencing check is the last line
+of defence: a writer whose token is older than the newest accepted one is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +20,33 @@ from typing import Any
 
 import structlog
 
-from daemon.keys import parse_config_key, validate_config_key
+from daemon.decide.curriculum import CurriculumFeedback
+from daemon.decide.health import TrainingHealthMonitor
+from daemon.export.exporter import Exporter
+from daemon.export.job import ExportResult
+from daemon.keys import validate_config_key
+from daemon.locks.factory import LockFactory
+from daemon.locks.lock import DistributedLock
 from daemon.registry.records import FencingTokenRejected
-from daemon.service.app import Components
+from daemon.registry.registrar import Registrar
+from daemon.runs.cluster import ClusterRun, RunHistory
+from daemon.runs.journal import RunJournal
+from daemon.service.metrics import Metrics
+from daemon.training.runner import TrainerOutcome
+from daemon.training.step import Parent, TrainStep
 
 log = structlog.get_logger(__name__)
+
+# The trainer's last progress fields that become the model's recorded metrics.
+METRIC_KEYS = (
+    "train_loss",
+    "val_loss",
+    "policy_accuracy",
+    "best_val_loss",
+    "val_policy_accuracy",
+    "baseline_policy_accuracy",
+    "epochs",
+)
 
 
 @dataclass
@@ -50,8 +75,21 @@ class PipelineResult:
 class Lease:
     """A held config lock and the event set when its lease is lost."""
 
-    lock: Any
+    lock: DistributedLock
     lost: asyncio.Event
+
+
+@dataclass
+class _Run:
+    """What one pass knows as it goes (the steps fill it in)."""
+
+    key: str
+    run_id: str
+    lease: Lease
+    stop: asyncio.Event
+    result: PipelineResult
+    export: ExportResult | None = None
+    parent: Parent | None = None
 
 
 class _Interrupted(Exception):
@@ -61,23 +99,49 @@ class _Interrupted(Exception):
 class OptimizedTrainingPipeline:
     """Runs one pipeline pass per call; several configs may run concurrently."""
 
-    def __init__(self, components: Components) -> None:
-        self.c = components
+    def __init__(
+        self,
+        *,
+        locks: LockFactory,
+        exporter: Exporter,
+        trainer: TrainStep,
+        registrar: Registrar,
+        journal: RunJournal,
+        history: RunHistory,
+        health: TrainingHealthMonitor,
+        curriculum: CurriculumFeedback,
+        metrics: Metrics,
+        runs_dir: Path,
+        node: str,
+        features: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.locks = locks
+        self.exporter = exporter
+        self.trainer = trainer
+        self.registrar = registrar
+        self.journal = journal
+        self.history = history
+        self.health = health
+        self.curriculum = curriculum
+        self.metrics = metrics
+        self.runs_dir = runs_dir
+        self.node = node
+        self.features = features
         self.active: dict[str, dict[str, Any]] = {}
+        # Last epoch line of each config's running trainer (for /metrics and status).
+        self.progress: dict[str, dict[str, float]] = {}
         self._stop: dict[str, asyncio.Event] = {}
 
     # -- status ---------------------------------------------------------------
-    def get_status(self, now: datetime | None = None) -> dict[str, Any]:
-        now = now or datetime.now(UTC)
-        c = self.c
-        report = c.health.get_health_status(now=now)
+    def get_status(self, now: datetime) -> dict[str, Any]:
+        report = self.health.get_health_status(now=now)
         return {
             "health_status": report.status,
             "health_summary": report.summary,
-            "available_features": c.features(),
+            "available_features": self.features(),
             "active_runs": {k: dict(v) for k, v in self.active.items()},
-            "curriculum_weights": c.curriculum.get_curriculum_weights(now=now),
-            "recent_results": [r.as_dict() for r in c.journal.recent(limit=10)],
+            "curriculum_weights": self.curriculum.get_curriculum_weights(now=now),
+            "recent_results": [r.as_dict() for r in self.journal.recent(limit=10)],
         }
 
     def stop(self, config_key: str) -> None:
@@ -96,15 +160,15 @@ class OptimizedTrainingPipeline:
         def on_lost(*_: Any) -> None:  # may be called from a renewal thread
             loop.call_soon_threadsafe(lost.set)
 
-        lock = self.c.make_lock(key, on_lost)
+        lock = self.locks.make(key, on_lost)
         try:
             acquired = await lock.acquire_async(timeout=0)
         except Exception as e:  # backend unavailable (fail closed)
             log.warning("lock.unavailable", config=key, reason=str(e))
-            self.c.set_lock_available(False, str(e))
+            self.locks.report(False, str(e))
             await _close_lock(lock)
             return f"lock unavailable: {e}"
-        self.c.set_lock_available(True, f"lock backend {lock.backend} reachable again")
+        self.locks.report(True, f"lock backend {lock.backend} reachable again")
         if not acquired:
             await _close_lock(lock)
             return "lock is held by another run"
@@ -121,34 +185,42 @@ class OptimizedTrainingPipeline:
         lease: Lease | None = None,
     ) -> PipelineResult:
         key = validate_config_key(config_key)
-        c = self.c
         t0 = time.monotonic()
         if lease is None:
             got = await self.acquire(key)
             if isinstance(got, str):
                 return PipelineResult(False, got, key, state="skipped")
             lease = got
-        lock, lost = lease.lock, lease.lost
-        token = lock.fencing_token
+        token, backend = lease.lock.fencing_token, lease.lock.backend
         now = datetime.now(UTC)
-        run_id = c.journal.start(key, now=now, usable_games=usable_games)
-        c.journal.update(
-            run_id, now=now, fencing_token=token, lock_backend=lock.backend, details={"reason": reason}
-        )
+        try:
+            run_id = self.journal.start(key, now=now, usable_games=usable_games)
+            self.journal.update(
+                run_id, now=now, fencing_token=token, lock_backend=backend, details={"reason": reason}
+            )
+        except Exception as e:  # e.g. a full disk: nothing ran, so nothing to record but the release
+            await _close_lock(lease.lock)
+            log.error("run.start_failed", config=key, token=token, error=f"{type(e).__name__}: {e}")
+            return PipelineResult(
+                False, f"could not journal the run: {type(e).__name__}: {e}", key, state="failed"
+            )
         result = PipelineResult(
-            False, "", key, run_id=run_id, state="pending", fencing_token=token, lock_backend=lock.backend
+            False, "", key, run_id=run_id, state="pending", fencing_token=token, lock_backend=backend
         )
-        stop = self._stop[key] = asyncio.Event()
+        run = _Run(key, run_id, lease, asyncio.Event(), result)
+        self._stop[key] = run.stop
         self.active[key] = {
             "run_id": run_id,
             "state": "pending",
             "started_at": now.isoformat(),
             "fencing_token": token,
         }
-        c.health.record_training_start(key, now=now, run_id=run_id)
-        log.info("run.started", config=key, run_id=run_id, token=token, backend=lock.backend, reason=reason)
+        log.info("run.started", config=key, run_id=run_id, token=token, backend=backend, reason=reason)
         try:
-            await self._steps(key, run_id, lock, lost, stop, result, db_paths, force)
+            self.health.record_training_start(key, now=now, run_id=run_id)
+            await self._export(run, db_paths, force)
+            outcome = await self._train(run)
+            await self._register(run, outcome)
             result.success, result.state = True, "succeeded"
             result.message = f"registered {result.model_id}"
         except _Interrupted as e:
@@ -158,82 +230,36 @@ class OptimizedTrainingPipeline:
             log.exception("run.error", config=key, run_id=run_id)
         finally:
             result.total_time = time.monotonic() - t0
-            end = datetime.now(UTC)
-            c.journal.update(
-                run_id,
-                now=end,
-                state=result.state,
-                message=result.message,
-                model_id=result.model_id,
-                export_seconds=result.export_time,
-                training_seconds=result.training_time,
-            )
-            c.health.record_training_complete(key, success=result.success, now=end, message=result.message)
-            if lost.is_set():
-                c.metrics.lease_lost.labels(key).inc()
-            c.metrics.runs.labels(key, result.state).inc()
-            c.metrics.run_duration.labels(key).observe(result.total_time)
-            self.active.pop(key, None)
-            self._stop.pop(key, None)
-            if not lost.is_set():  # still the holder: tell the other nodes, then release
-                await asyncio.to_thread(c.publish_run, key, result.state, usable_games, result.model_id)
-            await _close_lock(lock)  # release, and close its Redis connections (one lock object per run)
-            log.info(
-                f"run.{result.state}",
-                config=key,
-                run_id=run_id,
-                message=result.message,
-                model_id=result.model_id,
-                seconds=round(result.total_time, 3),
-            )
+            await self._finish(run, usable_games)
         return result
 
-    def _check(self, lock: Any, lost: asyncio.Event, stop: asyncio.Event, step: str) -> None:
-        if lost.is_set() or getattr(lock, "lost", False):
-            raise _Interrupted(f"lease lost before {step}")
-        if stop.is_set():
-            raise _Interrupted(f"service stopping before {step}")
-
-    def _state(self, key: str, run_id: str, state: str, **fields: Any) -> None:
-        self.c.journal.update(run_id, now=datetime.now(UTC), state=state, **fields)
-        if key in self.active:
-            self.active[key]["state"] = state
-
-    async def _steps(
-        self,
-        key: str,
-        run_id: str,
-        lock: Any,
-        lost: asyncio.Event,
-        stop: asyncio.Event,
-        result: PipelineResult,
-        db_paths: list[Path] | None,
-        force: bool,
-    ) -> None:
-        c = self.c
-        board, n = parse_config_key(key)
-        self._check(lock, lost, stop, "export")
-        self._state(key, run_id, "exporting")
+    # -- steps ------------------------------------------------------------------
+    async def _export(self, run: _Run, db_paths: list[Path] | None, force: bool) -> None:
+        key, result = run.key, run.result
+        self._check(run, "export")
+        self._state(run, "exporting")
         t = time.monotonic()
         try:
-            export = await asyncio.to_thread(c.export, key, force, db_paths)
+            export = await asyncio.to_thread(self.exporter.export, key, force=force, db_paths=db_paths)
         except Exception:
-            c.metrics.exports.labels(key, "error").inc()
+            self.metrics.exports.labels(key, "error").inc()
             raise
         finally:
             result.export_time = time.monotonic() - t
-            c.metrics.export_duration.labels(key).observe(result.export_time)
-        c.metrics.exports.labels(key, "hit" if export.cache_hit else "miss").inc()
+            self.metrics.export_duration.labels(key).observe(result.export_time)
+        self.metrics.exports.labels(key, "hit" if export.cache_hit else "miss").inc()
         result.cache_hit, result.samples = export.cache_hit, export.samples
         if not export.samples:
             raise RuntimeError(f"export produced no samples ({export.reason})")
+        run.export = export
 
-        self._check(lock, lost, stop, "training")
-        parent = c.parent_model(key)
-        out_dir = c.settings.runs_dir / run_id
+    async def _train(self, run: _Run) -> TrainerOutcome:
+        key, result, export = run.key, run.result, run.export
+        assert export is not None
+        self._check(run, "training")
+        run.parent = self.registrar.parent(key)
         self._state(
-            key,
-            run_id,
+            run,
             "training",
             export_seconds=result.export_time,
             details={
@@ -243,30 +269,19 @@ class OptimizedTrainingPipeline:
                     "output": str(export.output),
                     "cache_hit": export.cache_hit,
                 },
-                "parent": parent[0] if parent else None,
+                "parent": run.parent.model_id if run.parent else None,
             },
         )
         t = time.monotonic()
         cancel = asyncio.Event()
-
-        async def watch() -> None:
-            lost_w = asyncio.create_task(lost.wait())
-            stop_w = asyncio.create_task(stop.wait())
-            try:
-                await asyncio.wait({lost_w, stop_w}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                lost_w.cancel()
-                stop_w.cancel()
-            cancel.set()
-
-        watcher = asyncio.create_task(watch())
+        watcher = asyncio.create_task(_cancel_on(cancel, run.lease.lost, run.stop))
         try:
-            outcome = await c.train(
+            outcome = await self.trainer.run(
                 key,
-                run_id,
+                run.run_id,
                 export,
-                out_dir,
-                parent,
+                self.runs_dir / run.run_id,
+                run.parent,
                 result.fencing_token,
                 cancel,
                 lambda ev: self._progress(key, ev),
@@ -275,54 +290,114 @@ class OptimizedTrainingPipeline:
             watcher.cancel()
             result.training_time = time.monotonic() - t
         result.trainer_exit = outcome.exit_name
-        self._check(lock, lost, stop, "registration")
-        if outcome.exit_code != 0 or outcome.checkpoint is None:
-            raise RuntimeError(
-                f"trainer exited {outcome.exit_name} ({outcome.reason}): "
-                f"{' | '.join(outcome.stderr_tail[-3:]) if outcome.stderr_tail else ''}".strip()
-            )
-        last = outcome.last_progress or {}
-        result.metrics = {
-            k: last.get(k)
-            for k in (
-                "train_loss",
-                "val_loss",
-                "policy_accuracy",
-                "best_val_loss",
-                "val_policy_accuracy",
-                "baseline_policy_accuracy",
-                "epochs",
-            )
-            if k in last
-        }
+        return outcome
 
-        self._state(key, run_id, "registering", training_seconds=result.training_time)
-        self._check(lock, lost, stop, "registration")
+    async def _register(self, run: _Run, outcome: TrainerOutcome) -> None:
+        key, result, export = run.key, run.result, run.export
+        assert export is not None
+        self._check(run, "registration")
+        if outcome.exit_code != 0 or outcome.checkpoint is None:
+            tail = " | ".join(outcome.stderr_tail[-3:]) if outcome.stderr_tail else ""
+            raise RuntimeError(f"trainer exited {outcome.exit_name} ({outcome.reason}): {tail}".strip())
+        last = outcome.last_progress or {}
+        result.metrics = {k: last.get(k) for k in METRIC_KEYS if k in last}
+        self._state(run, "registering", training_seconds=result.training_time)
+        self._check(run, "registration")
         try:
             result.model_id = await asyncio.to_thread(
-                c.register,
+                self.registrar.register,
                 key,
-                board,
-                n,
                 outcome.checkpoint,
                 export,
-                parent,
+                run.parent,
                 result.fencing_token,
-                run_id,
+                run.run_id,
                 result.metrics,
             )
         except FencingTokenRejected as e:  # a newer holder exists: our lease was lost
             raise _Interrupted(str(e)) from e
-        c.curriculum.record_training(key, now=datetime.now(UTC), model_count=c.model_count(key))
+        self.curriculum.record_training(
+            key, now=datetime.now(UTC), model_count=self.registrar.model_count(key)
+        )
+
+    async def _finish(self, run: _Run, usable_games: int | None) -> None:
+        key, result, lost = run.key, run.result, run.lease.lost
+        end = datetime.now(UTC)
+        try:
+            try:
+                self.journal.update(
+                    run.run_id,
+                    now=end,
+                    state=result.state,
+                    message=result.message,
+                    model_id=result.model_id,
+                    export_seconds=result.export_time,
+                    training_seconds=result.training_time,
+                )
+                self.health.record_training_complete(
+                    key, success=result.success, now=end, message=result.message
+                )
+            except Exception as e:  # a full disk must not keep the lock: log, release below
+                log.error(
+                    "run.record_failed", config=key, run_id=run.run_id, error=f"{type(e).__name__}: {e}"
+                )
+        finally:
+            if lost.is_set():
+                self.metrics.lease_lost.labels(key).inc()
+            self.metrics.runs.labels(key, result.state).inc()
+            self.metrics.run_duration.labels(key).observe(result.total_time)
+            self.active.pop(key, None)
+            self._stop.pop(key, None)
+            self.progress.pop(key, None)
+            if not lost.is_set():  # still the holder: tell the other nodes, then release
+                done = ClusterRun(end, result.state, usable_games, result.model_id, self.node)
+                await asyncio.to_thread(self.history.publish, key, done)
+            await _close_lock(run.lease.lock)  # release, and close its connections (one lock per run)
+            log.info(
+                f"run.{result.state}",
+                config=key,
+                run_id=run.run_id,
+                message=result.message,
+                model_id=result.model_id,
+                seconds=round(result.total_time, 3),
+            )
+
+    # -- helpers ----------------------------------------------------------------
+    def _check(self, run: _Run, step: str) -> None:
+        if run.lease.lost.is_set() or run.lease.lock.lost:
+            raise _Interrupted(f"lease lost before {step}")
+        if run.stop.is_set():
+            raise _Interrupted(f"service stopping before {step}")
+
+    def _state(self, run: _Run, state: str, **fields: Any) -> None:
+        self.journal.update(run.run_id, now=datetime.now(UTC), state=state, **fields)
+        if run.key in self.active:
+            self.active[run.key]["state"] = state
 
     def _progress(self, key: str, event: dict[str, Any]) -> None:
         if key in self.active:
             self.active[key]["progress"] = event
-        self.c.on_trainer_progress(key, event)
+        if event.get("event") == "epoch":
+            self.progress[key] = {
+                k: float(event[k])
+                for k in ("epoch", "train_loss", "val_loss", "samples_per_second")
+                if k in event
+            }
 
 
-async def _close_lock(lock: Any) -> None:
+async def _cancel_on(cancel: asyncio.Event, *events: asyncio.Event) -> None:
+    """Set ``cancel`` as soon as any of ``events`` is set (the trainer watches ``cancel``)."""
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    cancel.set()
+
+
+async def _close_lock(lock: DistributedLock) -> None:
     try:
         await lock.aclose()
     except Exception as e:  # an expired lease cannot be released: the TTL frees it
-        log.warning("lock.release_failed", lock=getattr(lock, "name", None), reason=str(e))
+        log.warning("lock.release_failed", lock=lock.name, reason=str(e))

@@ -46,15 +46,20 @@ def connect(
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         if foreign_keys:
             conn.execute("PRAGMA foreign_keys = ON")
-        if schema and conn.execute("PRAGMA user_version").fetchone()[0] < schema_version:
-            with immediate(conn):
-                for stmt in schema:
-                    conn.execute(stmt)
-                conn.execute(f"PRAGMA user_version = {int(schema_version)}")
+        ensure_schema(conn, schema, schema_version)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def ensure_schema(conn: sqlite3.Connection, schema: Sequence[str], schema_version: int) -> None:
+    """Run ``schema`` once, in one ``BEGIN IMMEDIATE``, while ``user_version`` is below the version."""
+    if schema and conn.execute("PRAGMA user_version").fetchone()[0] < schema_version:
+        with immediate(conn):
+            for stmt in schema:
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {int(schema_version)}")
 
 
 @contextlib.contextmanager
@@ -92,11 +97,7 @@ def snapshot(
                 src.backup(mem)
             finally:
                 src.close()
-        if schema and mem.execute("PRAGMA user_version").fetchone()[0] < schema_version:
-            with immediate(mem):
-                for stmt in schema:
-                    mem.execute(stmt)
-                mem.execute(f"PRAGMA user_version = {int(schema_version)}")
+        ensure_schema(mem, schema, schema_version)
     except BaseException:
         mem.close()
         raise

@@ -6,8 +6,8 @@ import asyncio
 
 from daemon.cli.exits import EXIT_FAILURE, EXIT_OK
 from daemon.cli.output import print_error, print_json
-from daemon.pipeline import OptimizedTrainingPipeline, PipelineResult
-from daemon.service.app import build_components
+from daemon.pipeline import PipelineResult
+from daemon.service.app import build_app
 from daemon.settings import Settings
 
 
@@ -15,14 +15,12 @@ def cli_train(
     settings: Settings, config_key: str, *, force: bool, as_json: bool, environ: dict[str, str]
 ) -> int:
     async def go() -> PipelineResult:
-        comps = build_components(settings, environ)
-        await comps.start()
+        app = build_app(settings, environ)
+        await app.start()
         try:
-            return await OptimizedTrainingPipeline(comps).run_training(
-                config_key, force=force, reason="manual"
-            )
+            return await app.pipeline.run_training(config_key, force=force, reason="manual")
         finally:
-            await comps.close()
+            await app.close()
 
     try:
         result = asyncio.run(go())

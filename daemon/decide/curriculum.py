@@ -117,12 +117,7 @@ class CurriculumFeedback:
         self.config = config or CurriculumConfig()
         # The configs always listed (weights, metrics), also before anything was recorded.
         self.configs = tuple(validate_config_key(k) for k in configs)
-        self._owns_store = not isinstance(store_or_path, DecideStore)
-        self.store = (
-            store_or_path
-            if isinstance(store_or_path, DecideStore)
-            else DecideStore(store_or_path, read_only=read_only)
-        )
+        self.store, self._owns_store = DecideStore.given(store_or_path, read_only=read_only)
         self._hist: dict[str, _History] = {}
         self._training: dict[str, tuple[float | None, int | None]] = {}
         self._ingested: dict[str, set[str]] = {}

@@ -86,12 +86,7 @@ class TrainingHealthMonitor:
         self.config = config or HealthConfig()
         # The configs always listed (weights, metrics), also before anything was recorded.
         self.configs = tuple(validate_config_key(k) for k in configs)
-        self._owns_store = not isinstance(store_or_path, DecideStore)
-        self.store = (
-            store_or_path
-            if isinstance(store_or_path, DecideStore)
-            else DecideStore(store_or_path, read_only=read_only)
-        )
+        self.store, self._owns_store = DecideStore.given(store_or_path, read_only=read_only)
         self._configs: dict[str, ConfigHealth] = {}
         self._alerts: dict[AlertKey, tuple[Alert, bool]] = {}  # -> (alert, external)
 

@@ -64,6 +64,15 @@ class DecideStore:
         self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
 
+    @classmethod
+    def given(
+        cls, store_or_path: DecideStore | Path | str, *, read_only: bool = False
+    ) -> tuple[DecideStore, bool]:
+        """A shared store as it is, or a new one for a path; and whether the caller owns it."""
+        if isinstance(store_or_path, DecideStore):
+            return store_or_path, False
+        return cls(store_or_path, read_only=read_only), True
+
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> DecideStore:
         if self._conn is not None:

@@ -11,8 +11,9 @@ import structlog
 
 from daemon.locks.backends.file import inspect_lock_file
 from daemon.locks.backends.redis import REDIS_ERRORS, sync_client
-from daemon.locks.names import Backend, BackendChoice
+from daemon.locks.names import Backend, BackendChoice, validate_lock_name
 from daemon.redis_keys import DEFAULT_PREFIX, lease_pattern, lock_keys, lock_name_of
+from daemon.registry.records import FencingTokenRejected
 
 log = structlog.get_logger(__name__)
 
@@ -150,3 +151,30 @@ def list_locks(
     if redis_url is not None:
         rows += list_redis_locks(redis_url, key_prefix, password, timeout)
     return rows
+
+
+class ClusterFence:
+    """Refuse a registration whose token is older than the newest one Redis issued for the lock.
+
+    Each node keeps its own registry, so this is the cluster-wide fence; it runs inside the
+    registry's write transaction. It fails closed: if Redis cannot confirm, the lease cannot be
+    trusted either. Blocking (one GET).
+    """
+
+    def __init__(self, url: str, password: str | None, key_prefix: str, timeout: float) -> None:
+        self.url, self.password, self.key_prefix, self.timeout = url, password, key_prefix, timeout
+
+    def __call__(self, config: str, token: int | None) -> None:
+        if token is None:
+            return
+        fence_key = lock_keys(self.key_prefix, validate_lock_name(f"training:{config}"))[2]
+        client = sync_client(self.url, self.password, self.timeout)
+        try:
+            raw = client.get(fence_key)
+        except REDIS_ERRORS as e:
+            raise FencingTokenRejected(config, token, -1) from e
+        finally:
+            client.close()
+        issued = int(raw) if raw is not None else 0
+        if token < issued:
+            raise FencingTokenRejected(config, token, issued)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import structlog
@@ -55,14 +55,28 @@ class ClusterView:
 EMPTY = ClusterView({}, {})
 
 
-class ClusterState:
-    """Blocking Redis calls: run them in a worker thread."""
+class RunHistory(Protocol):
+    """Runs finished anywhere in the fleet: read by the evaluator, written by the pipeline."""
 
-    def __init__(self, url: str | None, password: str | None, key_prefix: str, timeout: float = 2.0) -> None:
-        self.url = url
-        self.password = password
-        self.key_prefix = key_prefix
-        self.timeout = timeout
+    def read(self, configs: list[str]) -> ClusterView: ...
+    def publish(self, config: str, run: ClusterRun) -> None: ...
+
+
+class ClusterState:
+    """:class:`RunHistory` in Redis. Blocking Redis calls: run them in a worker thread.
+
+    Inactive (a no-op) until :meth:`enable`: the service enables it only when the Redis lock
+    backend was selected, so file-lock nodes never touch Redis.
+    """
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.password: str | None = None
+        self.key_prefix = ""
+        self.timeout = 2.0
+
+    def enable(self, url: str, password: str | None, key_prefix: str, timeout: float) -> None:
+        self.url, self.password, self.key_prefix, self.timeout = url, password, key_prefix, timeout
 
     def _key(self, config: str) -> str:
         return run_key(self.key_prefix, config)

@@ -6,19 +6,27 @@ to the in-memory view.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.data.sources import PollResult
+from daemon.data.sources import GameSources, PollResult
+from daemon.decide.curriculum import CurriculumFeedback
+from daemon.decide.health import TrainingHealthMonitor
 from daemon.decide.ingest import ingest_evaluation_games
-from daemon.runs.cluster import EMPTY, ClusterView
+from daemon.decide.triggers import TrainingTriggers
+from daemon.registry.registry import ModelRegistry
+from daemon.runs.cluster import EMPTY, ClusterView, RunHistory
+from daemon.runs.journal import RunJournal
+from daemon.service.alerts import ServiceAlerts
+from daemon.service.ingestion import Watermarks, collect_evaluation_games
+from daemon.service.view import ServiceView
 
 if TYPE_CHECKING:
     from daemon.pipeline import OptimizedTrainingPipeline
-    from daemon.service.app import Components
 
 log = structlog.get_logger(__name__)
 
@@ -34,18 +42,45 @@ class Decision:
 
 
 class Evaluator:
-    def __init__(self, components: Components, pipeline: OptimizedTrainingPipeline) -> None:
-        self.c = components
+    """Each tick's decisions from what the poll saw, the journal, the fleet's runs and the registry."""
+
+    def __init__(
+        self,
+        *,
+        configs: Sequence[str],
+        evaluation_sources: Sequence[str],
+        sources: GameSources,
+        journal: RunJournal,
+        history: RunHistory,
+        models: ModelRegistry,
+        curriculum: CurriculumFeedback,
+        health: TrainingHealthMonitor,
+        triggers: TrainingTriggers,
+        alerts: ServiceAlerts,
+        view: ServiceView,
+        pipeline: OptimizedTrainingPipeline,
+    ) -> None:
+        self.configs = list(configs)
+        self.evaluation_sources = tuple(evaluation_sources)
+        self.sources = sources
+        self.journal = journal
+        self.history = history
+        self.models = models
+        self.curriculum = curriculum
+        self.health = health
+        self.triggers = triggers
+        self.alerts = alerts
+        self.view = view
         self.pipeline = pipeline
         self.poll: PollResult | None = None
         self._last_usable: dict[str, int] = {}
         self.cluster: ClusterView = EMPTY
-        self._eval_marks: dict[tuple[str, str], int] = {}
+        self._eval_marks: Watermarks = {}
 
     def apply_poll(self, poll: PollResult, now: datetime) -> None:
         self.poll = poll
-        self.c.apply_source_changes(now)
-        view = self.c.view
+        self.alerts.apply_source_changes(now)
+        view = self.view
         view.sources = {
             path: {
                 "ok": s.ok,
@@ -58,7 +93,7 @@ class Evaluator:
         for key, totals in poll.configs.items():
             if totals.usable_games != self._last_usable.get(key):
                 if key in self._last_usable and totals.usable_games > self._last_usable[key]:
-                    self.c.health.record_data_update(key, game_count=totals.usable_games, now=now)
+                    self.health.record_data_update(key, game_count=totals.usable_games, now=now)
                 self._last_usable[key] = totals.usable_games
             cv = view.configs[key]
             cv.usable_games = totals.usable_games
@@ -66,11 +101,11 @@ class Evaluator:
 
     async def refresh_cluster(self) -> None:
         """Runs other nodes finished (Redis backend only; a no-op with file locks)."""
-        self.cluster = await asyncio.to_thread(self.c.cluster.read, list(self.c.settings.configs))
+        self.cluster = await asyncio.to_thread(self.history.read, self.configs)
 
     def _last(self, key: str, success: bool) -> tuple[datetime | None, int | None, str | None]:
         """(finished_at, usable_games, model_id) of the newest run here or on any node."""
-        local = self.c.journal.last_success(key) if success else self.c.journal.last_finished(key)
+        local = self.journal.last_success(key) if success else self.journal.last_finished(key)
         remote = (self.cluster.last_success if success else self.cluster.last_finished).get(key)
         best: tuple[datetime | None, int | None, str | None] = (None, None, None)
         if local is not None and local.finished_at is not None:
@@ -81,10 +116,17 @@ class Evaluator:
 
     async def ingest(self, now: datetime) -> int:
         """Feed the curriculum with new evaluation games of each config's current model."""
-        found = await asyncio.to_thread(self.c.collect_evaluation_games, self._eval_marks)
+        found = await asyncio.to_thread(
+            collect_evaluation_games,
+            self.configs,
+            self.sources,
+            self.models,
+            self.evaluation_sources,
+            self._eval_marks,
+        )
         n = 0
         for key, model_id, games in found:
-            report = ingest_evaluation_games(self.c.curriculum, key, games, model_id, now=now)
+            report = ingest_evaluation_games(self.curriculum, key, games, model_id, now=now)
             n += report.ingested
         return n
 
@@ -94,26 +136,25 @@ class Evaluator:
 
     def _model_count(self, key: str) -> int:
         # A model trained on another node counts: its registry is not ours.
-        local = self.c.model_count(key)
+        local = len(self.models.list_models(config=key))
         return max(local, 1 if self._last(key, True)[2] else 0)
 
     def decide(self, now: datetime, running: set[str]) -> dict[str, Decision]:
-        c = self.c
-        counts = {key: self._model_count(key) for key in c.settings.configs}
+        counts = {key: self._model_count(key) for key in self.configs}
         for key, models in counts.items():
             # The registry is the source of truth for model counts (models may predate decide.db).
-            c.curriculum.set_model_count(key, models)
-            c.health.set_model_count(key, models, now=now)
-        weights = c.curriculum.get_curriculum_weights(now=now)
+            self.curriculum.set_model_count(key, models)
+            self.health.set_model_count(key, models, now=now)
+        weights = self.curriculum.get_curriculum_weights(now=now)
         out: dict[str, Decision] = {}
-        for key in c.settings.configs:
+        for key in self.configs:
             usable = self._last_usable.get(key, 0)
             models = counts[key]
-            metrics = c.curriculum.get_config_metrics(key, now=now)
+            metrics = self.curriculum.get_config_metrics(key, now=now)
             if metrics.win_rate is not None:
-                c.health.record_win_rate(key, win_rate=metrics.win_rate, now=now)
-            latest = c.models.get_latest(key)
-            c.triggers.update_config_state(
+                self.health.record_win_rate(key, win_rate=metrics.win_rate, now=now)
+            latest = self.models.get_latest(key)
+            self.triggers.update_config_state(
                 key,
                 games_count=usable,
                 new_games=self._new_games(key, usable),
@@ -123,7 +164,7 @@ class Evaluator:
                 last_run_time=self._last(key, False)[0],
                 curriculum_weight=weights.get(key, 1.0),
             )
-            d = c.triggers.should_train(key, now=now)
+            d = self.triggers.should_train(key, now=now)
             should, reason = d.should_train, d.reason
             if key in running:
                 should, reason = False, f"run in progress ({reason})"
@@ -134,21 +175,19 @@ class Evaluator:
 
     def evaluate_health(self, now: datetime) -> None:
         """Raise/resolve alerts (writes the health store), then show the result."""
-        self.c.health.evaluate(now=now)
+        self.health.evaluate(now=now)
         self.show_health(now)
 
     def show_health(self, now: datetime) -> None:
         """Copy the health report into the view (read-only: ``status`` uses it too)."""
-        c = self.c
-        report = c.health.get_health_status(now=now)
-        c.view.health = report.status
-        c.view.health_summary = report.summary
-        c.view.alerts = [alert_dict(a) for a in report.active_alerts]
+        report = self.health.get_health_status(now=now)
+        self.view.health = report.status
+        self.view.health_summary = report.summary
+        self.view.alerts = [alert_dict(a) for a in report.active_alerts]
 
     def publish(self, now: datetime, decisions: dict[str, Decision] | None, running: set[str]) -> None:
-        c = self.c
-        view = c.view
-        health = c.health.snapshot(now=now)["configs"]
+        view = self.view
+        health = self.health.snapshot(now=now)["configs"]
         for key, cv in view.configs.items():
             if decisions is not None and key in decisions:
                 d = decisions[key]
@@ -159,13 +198,13 @@ class Evaluator:
             cv.is_running = key in running or key in self.pipeline.active
             run = self.pipeline.active.get(key)
             cv.run = dict(run) if run else None
-            cv.trainer = dict(c.progress.get(key, {})) if cv.is_running else {}
-            latest = c.models.get_latest(key)
-            prod = c.models.get_production(key)
+            cv.trainer = dict(self.pipeline.progress.get(key, {})) if cv.is_running else {}
+            latest = self.models.get_latest(key)
+            prod = self.models.get_production(key)
             cv.latest_model = latest.model_id if latest else None
             cv.production_model = prod.model_id if prod else None
             cv.model_count = self._model_count(key)
-            cv.win_rate = c.curriculum.get_config_metrics(key, now=now).win_rate
+            cv.win_rate = self.curriculum.get_config_metrics(key, now=now).win_rate
             # The health monitor is the one count of failures since the last success.
             cv.consecutive_failures = int(health.get(key, {}).get("consecutive_failures", 0))
             last_ok = self._last(key, True)[0]

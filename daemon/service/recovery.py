@@ -11,12 +11,12 @@ import structlog
 from daemon.training.pidrecords import reap_orphans
 
 if TYPE_CHECKING:
-    from daemon.service.app import Components
+    from daemon.service.app import App
 
 log = structlog.get_logger(__name__)
 
 
-async def recover(c: Components, now: datetime) -> list[str]:
+async def recover(c: App, now: datetime) -> list[str]:
     """End what a crashed predecessor left: orphan trainer groups, runs still in flight."""
     killed = await asyncio.to_thread(reap_orphans, c.runner.state_dir, grace=c.settings.training.grace)
     if killed:
@@ -42,6 +42,6 @@ async def recover(c: Components, now: datetime) -> list[str]:
     return resolved
 
 
-def _registered_by(c: Components, key: str, run_id: str) -> str | None:
+def _registered_by(c: App, key: str, run_id: str) -> str | None:
     """The model a run registered, if its registration committed."""
     return next((m.model_id for m in c.models.list_models(config=key) if m.run_id == run_id), None)

@@ -11,25 +11,22 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from daemon.locks import list_locks
 from daemon.redis_keys import DEFAULT_PREFIX
+from daemon.service.app import build_app
 from daemon.settings import Settings
 
 
 async def build_report(settings: Settings, environ: dict[str, str] | None = None) -> dict[str, Any]:
-    from daemon.locks import list_locks
-    from daemon.pipeline import OptimizedTrainingPipeline
-    from daemon.service.app import build_components
-    from daemon.service.evaluator import Evaluator
-
-    comps = build_components(settings, dict(environ or {}), read_only=True)
-    await comps.start()
+    app = build_app(settings, dict(environ or {}), read_only=True)
+    await app.start()
     try:
         now = datetime.now(UTC)
-        ev = Evaluator(comps, OptimizedTrainingPipeline(comps))
-        poll = await asyncio.to_thread(comps.sources.poll)
+        ev = app.evaluator
+        poll = await asyncio.to_thread(app.sources.poll)
         ev.apply_poll(poll, now)
         ev.show_health(now)
-        running = {r.config for r in comps.journal.in_flight()}
+        running = {r.config for r in app.journal.in_flight()}
         await ev.refresh_cluster()
         decisions = ev.decide(now, running=running)
         ev.publish(now, decisions, running=running)
@@ -47,8 +44,8 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
             locks_error = f"{type(e).__name__}: {e}"
             locks = await asyncio.to_thread(list_locks, settings.lock_dir)
         by_config = {str(lk.get("name", "")).split(":", 1)[-1]: lk for lk in locks}
-        for run in comps.journal.in_flight():
-            cv = comps.view.configs.get(run.config)
+        for run in app.journal.in_flight():
+            cv = app.view.configs.get(run.config)
             if cv is not None:
                 cv.run = {
                     "run_id": run.run_id,
@@ -57,10 +54,10 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
                     "started_at": run.started_at.isoformat(),
                     "fencing_token": run.fencing_token,
                 }
-        out = comps.view.as_status()
+        out = app.view.as_status()
         out["locks_error"] = locks_error
         for key, cfg in out["configs"].items():
             cfg["lock"] = by_config.get(key)
         return out
     finally:
-        await comps.close()
+        await app.close()

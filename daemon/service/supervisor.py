@@ -21,9 +21,8 @@ import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from daemon.pipeline import Lease, OptimizedTrainingPipeline, PipelineResult
-from daemon.service.app import Components, build_components
-from daemon.service.evaluator import Evaluator
+from daemon.pipeline import Lease, PipelineResult
+from daemon.service.app import App, build_app
 from daemon.service.http import HttpServer
 from daemon.service.notify import SystemdNotifier, Watchdog
 from daemon.service.recovery import recover
@@ -43,12 +42,12 @@ class TickReport:
 
 class Service:
     def __init__(
-        self, components: Components, *, notifier: SystemdNotifier | None = None, handle_signals: bool = True
+        self, app: App, *, notifier: SystemdNotifier | None = None, handle_signals: bool = True
     ) -> None:
-        self.c = components
-        self.settings = components.settings
-        self.pipeline = OptimizedTrainingPipeline(components)
-        self.evaluator = Evaluator(components, self.pipeline)
+        self.app = app
+        self.settings = app.settings
+        self.pipeline = app.pipeline
+        self.evaluator = app.evaluator
         self.notifier = notifier or SystemdNotifier(None, None, None)
         self.watchdog = Watchdog(self.notifier)
         self.handle_signals = handle_signals
@@ -62,15 +61,15 @@ class Service:
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
-        await self.c.start()
-        await recover(self.c, datetime.now(UTC))
+        await self.app.start()
+        await recover(self.app, datetime.now(UTC))
         s = self.settings
         if s.http.enabled:
             self.http = HttpServer(
                 s.http.host,
                 s.http.port,
-                self.c.prom,
-                lambda: self.c.view,
+                self.app.prom,
+                lambda: self.app.view,
                 max_tick_age=3 * max(s.schedule.poll_interval, s.schedule.decide_interval) + 30,
             )
             await self.http.start()
@@ -78,7 +77,7 @@ class Service:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, sig)
-        self.c.view.service_running = True
+        self.app.view.service_running = True
 
     def start_scheduler(self) -> None:
         s = self.settings.schedule
@@ -107,7 +106,7 @@ class Service:
             EVENT_JOB_MAX_INSTANCES: "max_instances",
         }
         name = kind.get(event.code, "error")
-        self.c.metrics.scheduler_events.labels(name).inc()
+        self.app.metrics.scheduler_events.labels(name).inc()
         log.warning("scheduler.job_" + name, job=event.job_id, error=str(getattr(event, "exception", "")))
 
     def request_stop(self, sig: int | None = None) -> None:
@@ -120,8 +119,8 @@ class Service:
     async def poll_job(self) -> None:
         self.watchdog.beat(time.monotonic())
         t = time.monotonic()
-        poll = await asyncio.to_thread(self.c.sources.poll)
-        self.c.metrics.poll_duration.observe(time.monotonic() - t)
+        poll = await asyncio.to_thread(self.app.sources.poll)
+        self.app.metrics.poll_duration.observe(time.monotonic() - t)
         now = datetime.now(UTC)
         self.evaluator.apply_poll(poll, now)
         await self.evaluator.ingest(now)
@@ -160,22 +159,22 @@ class Service:
                 report.dispatched.append(d.key)
                 slots -= 1
         self.evaluator.publish(now, decisions, running=set(self.tasks))
-        self.c.view.last_tick_ts = now.timestamp()
+        self.app.view.last_tick_ts = now.timestamp()
         self.watchdog.beat(time.monotonic())
-        self.c.metrics.tick_duration.observe(time.monotonic() - t)
+        self.app.metrics.tick_duration.observe(time.monotonic() - t)
         log.debug("tick.finished", dispatched=report.dispatched)
         return report
 
     async def tick(self, now: datetime) -> TickReport:
         """One full pass (poll, health, decide and dispatch) for tests and ``--once``."""
-        poll = await asyncio.to_thread(self.c.sources.poll)
+        poll = await asyncio.to_thread(self.app.sources.poll)
         self.evaluator.apply_poll(poll, now)
         await self.evaluator.ingest(now)
         self.evaluator.evaluate_health(now)
         return await self.decide(now)
 
     def _dispatch(self, key: str, reason: str, lease: Lease) -> None:
-        usable = self.c.view.configs[key].usable_games
+        usable = self.app.view.configs[key].usable_games
         task = asyncio.create_task(
             self.pipeline.run_training(key, usable_games=usable, reason=reason, lease=lease),
             name=f"run:{key}",
@@ -217,8 +216,8 @@ class Service:
     async def close(self) -> None:
         if self.http is not None:
             await self.http.close()
-        self.c.view.service_running = False
-        await self.c.close()
+        self.app.view.service_running = False
+        await self.app.close()
         log.info("service.stopped")
 
 
@@ -236,7 +235,7 @@ async def run_service(
         sim_task = asyncio.create_task(sim.run(sim_stop))
     notifier = SystemdNotifier.from_environ(env, pid=os.getpid())
     notifier.open()
-    service = Service(build_components(settings, env), notifier=notifier)
+    service = Service(build_app(settings, env), notifier=notifier)
     try:
         await service.start()
     except Exception as e:
@@ -247,7 +246,7 @@ async def run_service(
         log.info(
             "service.started",
             configs=len(settings.configs),
-            backend=service.c.lock_backend,
+            backend=service.app.locks.backend,
             http=f"{settings.http.host}:{service.http.bound_port if service.http else '-'}",
         )
         if once:
@@ -255,7 +254,7 @@ async def run_service(
             await service.wait_runs()
         else:
             service.start_scheduler()
-            notifier.ready(status=f"{len(settings.configs)} configs, {service.c.lock_backend} locks")
+            notifier.ready(status=f"{len(settings.configs)} configs, {service.app.locks.backend} locks")
             await service.should_exit.wait()
     finally:
         sim_stop.set()

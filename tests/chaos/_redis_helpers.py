@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.service.app import build_components
+from daemon.service.app import build_app
 from daemon.service.supervisor import Service
 from daemon.settings import Settings, settings_from_mapping
 
@@ -70,7 +70,7 @@ def chaos_settings(tmp: Path, **kw: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[Service]:
-    service = Service(build_components(settings, {}), handle_signals=False)
+    service = Service(build_app(settings, {}), handle_signals=False)
     await service.start()
     try:
         yield service
@@ -115,11 +115,11 @@ def assert_no_orphans(marker: Path | str, timeout: float = 15.0) -> None:
 
 
 def alerts_of(service: Service, kind: str) -> list[dict[str, Any]]:
-    return [a for a in service.c.view.alerts if a.get("kind") == kind]
+    return [a for a in service.app.view.alerts if a.get("kind") == kind]
 
 
 def metric(service: Service, name: str, **labels: str) -> float:
-    return float(service.c.prom.get_sample_value(name, labels) or 0.0)
+    return float(service.app.prom.get_sample_value(name, labels) or 0.0)
 
 
 def journal_rows(runs_db: Path) -> list[dict[str, Any]]:

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from daemon.pipeline import OptimizedTrainingPipeline
 from daemon.selfplay_sim import write_games
-from daemon.service.app import build_components
+from daemon.service.app import build_app
 from tests.chaos._helpers import (
     assert_no_orphans,
     assert_no_torn_files,
@@ -55,12 +54,12 @@ async def _first_model(tmp: Path) -> tuple[dict[str, Any], Path]:
     db = tmp / "games.db"
     write_games(db, KEY, 50, seed=1)
     data = node_mapping(tmp, db, [KEY])
-    comps = build_components(settings_of(data), child_environ())
-    await comps.start()
+    app = build_app(settings_of(data), child_environ())
+    await app.start()
     try:
-        result = await OptimizedTrainingPipeline(comps).run_training(KEY)
+        result = await app.pipeline.run_training(KEY)
     finally:
-        await comps.close()
+        await app.close()
     assert result.success, result.message
     write_games(db, KEY, 20, seed=2)  # new games: the next export is a real one (cache miss)
     return data, write_config(tmp, data)

@@ -54,7 +54,7 @@ async def test_redis_down_at_start_fails_closed_then_recovers(
     async with running_service(settings) as service:
         report = await service.tick(datetime.now(UTC))
         assert report.dispatched == []
-        view = service.c.view
+        view = service.app.view
         assert view.lock_backend == "redis"
         assert (
             "unreachable" in view.lock_backend_reason and str(redis_server.port) in view.lock_backend_reason
@@ -63,8 +63,8 @@ async def test_redis_down_at_start_fails_closed_then_recovers(
         assert alert["severity"] == "critical" and "unreachable" in alert["message"], alert
         assert metric(service, "ringrift_training_alerts_critical") >= 1
         assert "lock unavailable" in report.decisions[KEY].reason, report.decisions[KEY].reason
-        assert service.c.models.list_models(config=KEY) == []
-        assert service.c.journal.recent(KEY) == []
+        assert service.app.models.list_models(config=KEY) == []
+        assert service.app.journal.recent(KEY) == []
 
         # `status --json` (a separate process, as an operator would run it) tells the same story.
         cfg = tmp_path / "status.yaml"
@@ -90,7 +90,7 @@ async def test_redis_down_at_start_fails_closed_then_recovers(
         assert result.state == "succeeded", result.message
         assert result.lock_backend == "redis"
         service.evaluator.evaluate_health(datetime.now(UTC))
-        assert alerts_of(service, "lock_unavailable") == [], service.c.view.alerts
+        assert alerts_of(service, "lock_unavailable") == [], service.app.view.alerts
     assert_no_orphans(tmp_path)
 
 
@@ -102,15 +102,15 @@ async def test_redis_down_at_start_auto_falls_back_to_file(tmp_path: Path, redis
     )
     with capture_logs() as logs:
         async with running_service(settings) as service:
-            assert service.c.view.lock_backend == "file"
-            assert "fell back to file" in service.c.view.lock_backend_reason
+            assert service.app.view.lock_backend == "file"
+            assert "fell back to file" in service.app.view.lock_backend_reason
             assert metric(service, "ringrift_lock_backend", backend="file") == 1
             report = await service.tick(datetime.now(UTC))
             assert report.dispatched == [KEY]
             (result,) = await service.wait_runs()
             assert result.state == "succeeded", result.message
             assert result.lock_backend == "file"
-            assert [m.model_id for m in service.c.models.list_models(config=KEY)] == [result.model_id]
+            assert [m.model_id for m in service.app.models.list_models(config=KEY)] == [result.model_id]
             assert alerts_of(service, "lock_unavailable") == []
     fallback = [e for e in logs if e["event"] == "lock.backend_fallback"]
     assert fallback and "unreachable" in fallback[0]["reason"], [e["event"] for e in logs]
@@ -132,19 +132,19 @@ async def test_redis_killed_mid_run_interrupts_and_registers_nothing(
     )
     async with running_service(settings) as service:
         assert (await service.tick(datetime.now(UTC))).dispatched == [KEY]
-        await wait_for(lambda: KEY in service.c.progress, 60, "the trainer's first epoch")
+        await wait_for(lambda: KEY in service.pipeline.progress, 60, "the trainer's first epoch")
         token = service.pipeline.active[KEY]["fencing_token"]
         redis_server.stop()  # SIGKILL while the run holds the lease
         (result,) = await service.wait_runs()
         assert result.state == "interrupted", (result.state, result.message)
         assert "lease lost" in result.message
         assert result.model_id is None and result.fencing_token == token
-        assert service.c.models.list_models(config=KEY) == []
-        assert service.c.models.highest_token(KEY) == 0  # the registry never accepted that token
+        assert service.app.models.list_models(config=KEY) == []
+        assert service.app.models.highest_token(KEY) == 0  # the registry never accepted that token
         assert metric(service, "ringrift_lock_lease_lost_total", config=KEY) == 1
         assert metric(service, "ringrift_training_runs_total", config=KEY, outcome="interrupted") == 1
         assert metric(service, "ringrift_training_runs_total", config=KEY, outcome="succeeded") == 0
-        (run,) = service.c.journal.recent(KEY)
+        (run,) = service.app.journal.recent(KEY)
         assert run.state == "interrupted" and run.model_id is None
         assert_no_orphans(tmp_path)  # the trainer group was stopped while the service runs on
         # The service is still up and deciding (and refuses to run without a lock).
@@ -173,9 +173,9 @@ async def test_redis_restarted_empty_tokens_keep_increasing(
         second = await service.pipeline.run_training(KEY, force=True, reason="after restart")
         assert second.state == "succeeded", second.message
         assert second.fencing_token is not None and second.fencing_token > first.fencing_token
-        models = sorted(service.c.models.list_models(config=KEY), key=lambda m: m.created_at)
+        models = sorted(service.app.models.list_models(config=KEY), key=lambda m: m.created_at)
         assert [m.fencing_token for m in models] == [first.fencing_token, second.fencing_token]
-        assert service.c.models.highest_token(KEY) == second.fencing_token
+        assert service.app.models.highest_token(KEY) == second.fencing_token
     assert_no_orphans(tmp_path)
 
 
@@ -207,14 +207,14 @@ async def test_redis_slow_below_ttl_keeps_lease_beyond_ttl_loses_it(
             proxy.delay = 0.0
             second_key = (await service.tick(datetime.now(UTC))).dispatched[0]
             assert second_key != first_key
-            await wait_for(lambda: second_key in service.c.progress, 60, "the trainer's first epoch")
+            await wait_for(lambda: second_key in service.pipeline.progress, 60, "the trainer's first epoch")
             proxy.delay = 2.0
             (first_again, second) = await service.wait_runs()
             assert first_again is first
             assert second.state == "interrupted", (second.state, second.message)
             assert "lease lost" in second.message
-            assert service.c.models.list_models(config=second_key) == []
-            assert len(service.c.models.list_models(config=first_key)) == 1
+            assert service.app.models.list_models(config=second_key) == []
+            assert len(service.app.models.list_models(config=first_key)) == 1
             assert metric(service, "ringrift_lock_lease_lost_total", config=second_key) == 1
             assert_no_orphans(tmp_path)
             proxy.delay = 0.0

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from daemon.selfplay_sim import write_games
-from daemon.service.app import build_components
+from daemon.service.app import build_app
 from daemon.service.evaluator import alert_dict
 from daemon.service.supervisor import Service
 from tests.chaos._helpers import (
@@ -105,10 +105,10 @@ async def test_service_kill9_mid_step_then_restart(tmp_path: Path, step: str) ->
     settings = settings_of(data)
 
     # Restart on the same data dir.
-    service = Service(build_components(settings, child_environ()), handle_signals=False)
+    service = Service(build_app(settings, child_environ()), handle_signals=False)
     await service.start()  # recovery: reap orphan trainers, resolve in-flight runs
     try:
-        rec = service.c.journal.get(run_id)
+        rec = service.app.journal.get(run_id)
         assert rec is not None and rec.state == "interrupted", rec
         assert step in (rec.message or ""), rec.message
         assert_no_orphans(tmp_path, settings)
@@ -151,10 +151,10 @@ async def test_service_kill9_after_registry_commit_then_restart(tmp_path: Path) 
     the restarted daemon records the run as succeeded (no false alert, no second training)."""
     data, run_id, _ = _kill_mid_step(tmp_path, "registered")
     settings = settings_of(data)
-    service = Service(build_components(settings, child_environ()), handle_signals=False)
+    service = Service(build_app(settings, child_environ()), handle_signals=False)
     await service.start()
     try:
-        rec = service.c.journal.get(run_id)
+        rec = service.app.journal.get(run_id)
         assert rec is not None and rec.state == "succeeded" and rec.model_id == f"{KEY}-v1", rec
         assert failure_alert(_alerts(service, datetime.now(UTC)), KEY) is None, _alerts(
             service, datetime.now(UTC)
@@ -174,4 +174,4 @@ async def test_service_kill9_after_registry_commit_then_restart(tmp_path: Path) 
 
 
 def _alerts(service: Service, now: datetime) -> list[dict[str, Any]]:
-    return [alert_dict(a) for a in service.c.health.get_health_status(now=now).active_alerts]
+    return [alert_dict(a) for a in service.app.health.get_health_status(now=now).active_alerts]

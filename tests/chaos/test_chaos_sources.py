@@ -121,7 +121,7 @@ async def _poll_and_decide(service: Service) -> dict[str, bool]:
     now = datetime.now(UTC)
     import asyncio
 
-    poll = await asyncio.to_thread(service.c.sources.poll)
+    poll = await asyncio.to_thread(service.app.sources.poll)
     service.evaluator.apply_poll(poll, now)
     service.evaluator.evaluate_health(now)
     decisions = service.evaluator.decide(now, running=set())
@@ -139,44 +139,45 @@ async def test_broken_source_is_reported_and_others_keep_training(tmp_path: Path
     settings = chaos_settings(tmp_path, configs=[GOOD_KEY, BAD_KEY], game_dbs=[str(games / "*.db")])
     async with running_service(settings) as service:
         # A locked database must be reported within a poll, not after the default 5 s busy wait.
-        service.c.sources = GameSources(
-            settings.game_dbs, settings.configs, busy_timeout=0.3, on_change=service.c._source_changed
+        sources = GameSources(
+            settings.game_dbs, settings.configs, busy_timeout=0.3, on_change=service.app.alerts.source_changed
         )
+        service.app.sources = service.evaluator.sources = sources
         assert await _poll_and_decide(service) == {GOOD_KEY: True, BAD_KEY: True}
         assert alerts_of(service, "source_unhealthy") == []
 
         locker = _break(kind, bad, original)
         try:
             decided = await _poll_and_decide(service)
-            src = service.c.view.sources[str(bad)]
-            snap = service.c.sources.last.sources[str(bad)] if service.c.sources.last else None
+            src = service.app.view.sources[str(bad)]
+            snap = service.app.sources.last.sources[str(bad)] if service.app.sources.last else None
             assert src["ok"] is False, src
             assert snap is not None and snap.error_kind in EXPECTED_KIND[kind], (snap, kind)
             assert src["error"] and str(bad) in src["error"], src
             (alert,) = alerts_of(service, "source_unhealthy")
             assert str(bad) in alert["message"], alert
             assert metric(service, "ringrift_source_healthy", source=str(bad)) == 0
-            assert service.c.view.sources[str(good)]["ok"] is True
+            assert service.app.view.sources[str(good)]["ok"] is True
             # The healthy source's config is still decided; the broken one's has no data now.
             assert decided == {GOOD_KEY: True, BAD_KEY: False}, decided
-            assert service.c.view.configs[BAD_KEY].usable_games == 0
+            assert service.app.view.configs[BAD_KEY].usable_games == 0
             if kind == "vanished":  # once, for real: a run of the other config while the file is gone
                 report = await service.tick(datetime.now(UTC))
                 assert report.dispatched == [GOOD_KEY]
                 (result,) = await service.wait_runs()
                 assert result.state == "succeeded", result.message
-                assert service.c.view.sources[str(bad)]["ok"] is False
+                assert service.app.view.sources[str(bad)]["ok"] is False
         finally:
             if locker is not None:
                 locker.release()
 
         _replace(bad, original)  # repaired
         await _poll_and_decide(service)
-        assert service.c.view.sources[str(bad)]["ok"] is True
-        assert alerts_of(service, "source_unhealthy") == [], service.c.view.alerts
+        assert service.app.view.sources[str(bad)]["ok"] is True
+        assert alerts_of(service, "source_unhealthy") == [], service.app.view.alerts
         assert metric(service, "ringrift_source_healthy", source=str(bad)) == 1
-        assert service.c.view.configs[BAD_KEY].usable_games > 0
-        assert service.c.view.service_running
+        assert service.app.view.configs[BAD_KEY].usable_games > 0
+        assert service.app.view.service_running
     assert_no_orphans(tmp_path)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from daemon.selfplay_sim import write_games
-from daemon.service.app import build_components
+from daemon.service.app import build_app
 from daemon.service.evaluator import alert_dict
 from daemon.service.supervisor import Service
 from daemon.training.args import TrainerArgs
@@ -164,16 +164,16 @@ async def test_trainer_fault_fails_run_and_next_run_works(tmp_path: Path, kind: 
     write_games(db, OTHER, 60 if other_trains else 20, seed=2)
     data = node_mapping(tmp_path, db, [KEY, OTHER], training={"max_concurrent": 2})
     settings = settings_of(data)
-    comps = build_components(settings, child_environ())
+    app = build_app(settings, child_environ())
     pids_file = tmp_path / "hang.pids"
     killed: list[int] = []
     fault = {
         "crash": lambda: crash_fault(tmp_path),
-        "hang": lambda: hang_fault(tmp_path, comps.runner, pids_file),
+        "hang": lambda: hang_fault(tmp_path, app.runner, pids_file),
         "nan": nan_fault,
-        "oom": lambda: oom_fault(comps.runner.state_dir, killed),
+        "oom": lambda: oom_fault(app.runner.state_dir, killed),
     }[kind]()
-    FaultyRunner(comps.runner, KEY, fault)
+    FaultyRunner(app.runner, KEY, fault)
     expected = {
         "crash": "INTERNAL_ERROR",
         "hang": "(timeout)",
@@ -181,7 +181,7 @@ async def test_trainer_fault_fails_run_and_next_run_works(tmp_path: Path, kind: 
         "oom": "SIGKILL",
     }[kind]
 
-    service = Service(comps, handle_signals=False)
+    service = Service(app, handle_signals=False)
     await service.start()
     try:
         now = datetime.now(UTC)
@@ -206,11 +206,11 @@ async def test_trainer_fault_fails_run_and_next_run_works(tmp_path: Path, kind: 
             assert not pid_alive(leader) and not pid_alive(helper), "the hung trainer's group survived"
         if kind == "oom":
             assert killed and not pid_alive(killed[0])
-        alerts = [alert_dict(a) for a in service.c.health.get_health_status(now=now).active_alerts]
+        alerts = [alert_dict(a) for a in service.app.health.get_health_status(now=now).active_alerts]
         alert = failure_alert(alerts, KEY)
         assert alert is not None and alert["severity"] == "warning", alerts
         assert failure_alert(alerts, OTHER) is None, alerts
-        assert service.c.view.configs[KEY].consecutive_failures == 1
+        assert service.app.view.configs[KEY].consecutive_failures == 1
 
         # Next run of the faulted config (after its backoff) works; the other is not retrained.
         later = datetime.now(UTC) + timedelta(seconds=settings.triggers.min_interval + 1)
@@ -218,7 +218,7 @@ async def test_trainer_fault_fails_run_and_next_run_works(tmp_path: Path, kind: 
         assert report.dispatched == [KEY], {k: d.reason for k, d in report.decisions.items()}
         again = await bounded(service.wait_runs(), RUN_BOUND, "the runs", tmp_path)
         assert again[-1].config_key == KEY and again[-1].success, again[-1].message
-        alerts = [alert_dict(a) for a in service.c.health.get_health_status().active_alerts]
+        alerts = [alert_dict(a) for a in service.app.health.get_health_status().active_alerts]
         assert failure_alert(alerts, KEY) is None, alerts
     finally:
         kill_test_processes(tmp_path)  # a no-op unless a step got stuck: unblocks the drain

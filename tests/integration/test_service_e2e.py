@@ -16,7 +16,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
-from daemon.service.app import build_components
+from daemon.service.app import build_app
 from daemon.service.supervisor import Service
 from daemon.settings import Settings, settings_from_mapping
 
@@ -46,7 +46,7 @@ def sample_value(text: str, name: str, labels: dict[str, str]) -> float | None:
 
 async def test_games_arrive_run_registers_and_metrics_show_it(tmp_path: Path) -> None:
     settings = service_settings(tmp_path)
-    service = Service(build_components(settings, {}), handle_signals=False)
+    service = Service(build_app(settings, {}), handle_signals=False)
     await service.start()
     try:
         now = datetime.now(UTC)
@@ -72,7 +72,7 @@ async def test_games_arrive_run_registers_and_metrics_show_it(tmp_path: Path) ->
         assert result.model_id == "square8_2p-v1"
 
         # Lineage: the model row names its data by the sha256 of the exact training file.
-        model = service.c.models.get_model(result.model_id)
+        model = service.app.models.get_model(result.model_id)
         assert model is not None
         npz = settings.training_dir / "square8_2p.npz"
         assert model.data_hash == hashlib.sha256(npz.read_bytes()).hexdigest()
@@ -117,10 +117,10 @@ async def test_games_arrive_run_registers_and_metrics_show_it(tmp_path: Path) ->
             conn.close()
         await service.tick(datetime.now(UTC))
         await service.tick(datetime.now(UTC))
-        m = service.c.curriculum.get_config_metrics("square8_2p", now=datetime.now(UTC))
+        m = service.app.curriculum.get_config_metrics("square8_2p", now=datetime.now(UTC))
         assert m.games_recent == 8
         assert m.win_rate == 0.25
-        assert service.c.view.configs["square8_2p"].win_rate == 0.25
+        assert service.app.view.configs["square8_2p"].win_rate == 0.25
 
         async with (
             aiohttp.ClientSession() as session,

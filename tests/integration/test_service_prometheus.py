@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.selfplay_sim import write_games
-from daemon.service.app import build_components
+from daemon.service.app import build_app
 from daemon.service.supervisor import Service
 from daemon.settings import settings_from_mapping
 from tests.support.redis_server import free_port
@@ -121,12 +121,12 @@ async def test_prometheus_scrapes_service_metrics(tmp_path: Path) -> None:
     )
     db = tmp_path / "games" / "selfplay.db"
     first = write_games(db, KEY, 30, seed=1)
-    service = Service(build_components(settings, {}), handle_signals=False)
+    service = Service(build_app(settings, {}), handle_signals=False)
     await service.start()
     try:
         await service.tick(datetime.now(UTC))
         assert service.http is not None and service.http.bound_port
-        shown = service.c.view.configs[KEY].usable_games
+        shown = service.app.view.configs[KEY].usable_games
         assert shown == first > 0
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
@@ -147,7 +147,7 @@ async def test_prometheus_scrapes_service_metrics(tmp_path: Path) -> None:
             # A change in the service shows up at Prometheus on a later scrape.
             more = await asyncio.to_thread(write_games, db, KEY, 12, seed=2)
             await service.tick(datetime.now(UTC))
-            assert service.c.view.configs[KEY].usable_games == first + more
+            assert service.app.view.configs[KEY].usable_games == first + more
             await wait_value(session, base, f'ringrift_training_usable_games{{config="{KEY}"}}', first + more)
     finally:
         await service.drain()

@@ -1,0 +1,54 @@
+"""Conditions the service raises as health alerts: unreadable sources and an unusable lock backend.
+
+Source changes are noticed by the poll's worker thread but the health store's connection
+belongs to the loop thread, so they are queued here and applied on the loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime
+
+from daemon.decide.health import TrainingHealthMonitor
+from daemon.service.view import ServiceView
+
+
+class ServiceAlerts:
+    def __init__(self, health: TrainingHealthMonitor, view: ServiceView) -> None:
+        self.health = health
+        self.view = view
+        self.lock_backend = "file"
+        self._source_changes: deque[tuple[str, bool, str | None]] = deque()
+
+    # -- sources ------------------------------------------------------------------
+    def source_changed(self, path: str, ok: bool, error: str | None) -> None:
+        """Called from the poll's worker thread: only queue it (deque appends are thread-safe)."""
+        self._source_changes.append((path, ok, error))
+
+    def apply_source_changes(self, now: datetime) -> None:
+        """Raise/resolve ``source_unhealthy`` for the changes the last polls saw (loop thread)."""
+        while self._source_changes:
+            path, ok, error = self._source_changes.popleft()
+            self.health.set_condition(
+                None,
+                "source_unhealthy",
+                active=not ok,
+                severity="warning",
+                message=f"{path}: {error}" if error else f"{path} recovered",
+                now=now,
+                subject=path,
+            )
+
+    # -- the lock backend -----------------------------------------------------------
+    def lock_availability(self, available: bool, reason: str) -> None:
+        """Raise (or resolve) ``lock_unavailable``; call on the loop thread."""
+        if self.lock_backend == "redis":
+            self.view.redis_up = available
+        self.health.set_condition(
+            None,
+            "lock_unavailable",
+            active=not available,
+            severity="critical",
+            message=reason,
+            now=datetime.now(UTC),
+        )

@@ -1,0 +1,58 @@
+"""New evaluation games per config, read from the polled databases (blocking: run in a thread)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+
+from daemon.data.errors import GameDBError
+from daemon.data.games import Game
+from daemon.data.sources import GameSources
+from daemon.registry.registry import ModelRegistry
+
+log = structlog.get_logger(__name__)
+
+# (source path, config) -> the highest games.rowid already read
+Watermarks = dict[tuple[str, str], int]
+
+
+def collect_evaluation_games(
+    configs: Sequence[str],
+    sources: GameSources,
+    models: ModelRegistry,
+    evaluation_sources: Sequence[str],
+    watermarks: Watermarks,
+) -> list[tuple[str, str, list[Game]]]:
+    """``(config, current model id, games)`` for the evaluation games added since ``watermarks``
+    (which it advances), each game read once. Only sources the last poll read are used."""
+    out: list[tuple[str, str, list[Game]]] = []
+    wanted = tuple(evaluation_sources)
+    for key in configs:
+        model = models.get_production(key) or models.get_latest(key)
+        if model is None:
+            continue
+        games: list[Game] = []
+        for path in sources.paths():
+            db = sources.db(path)
+            snap = db.snapshot
+            if snap is None or not snap.ok or key not in snap.configs:
+                continue
+            mark = (str(path), key)
+            try:
+                games.extend(
+                    db.iter_games(
+                        key,
+                        min_rowid=watermarks.get(mark, 0),
+                        newest_first=False,
+                        sources=wanted,
+                        upto_rowid=snap.configs[key].watermark,
+                    )
+                )
+            except GameDBError as e:
+                log.warning("curriculum.ingest_failed", source=str(path), reason=str(e))
+                continue
+            watermarks[mark] = snap.configs[key].watermark
+        if games:
+            out.append((key, model.model_id, games))
+    return out
