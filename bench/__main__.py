@@ -26,6 +26,7 @@ from typing import Any
 BENCHES: tuple[str, ...] = (
     "gamedb_refresh",
     "decide_eval",
+    "promotion_update",
     "locks_latency",
     "registry_register",
     "trainer_throughput",
@@ -183,6 +184,19 @@ def _rows_decide(r: dict[str, Any]) -> list[Row]:
             r.get("baseline_naive_recompute_ms"),
             r.get("speedup_vs_baseline"),
             "< 5 ms",
+            r.get("meets_target"),
+        )
+    ]
+
+
+def _rows_promotion(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"promotion tick, 12 configs x {r.get('new_results_per_config')} new results (ms) vs recompute",
+            r.get("tick_ms"),
+            r.get("baseline_recompute_ms"),
+            r.get("ratio_recompute_over_tick"),
+            f"< {r.get('target_ms', 5.0)} ms",
             r.get("meets_target"),
         )
     ]
@@ -378,6 +392,7 @@ def _rows_generic(r: dict[str, Any]) -> list[Row]:
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "gamedb_refresh": _rows_gamedb,
     "decide_eval": _rows_decide,
+    "promotion_update": _rows_promotion,
     "locks_latency": _rows_locks,
     "registry_register": _rows_registry,
     "trainer_throughput": _rows_trainer,

@@ -181,6 +181,40 @@ class TrainingSettings(_Section):
     learning_rate: float = Field(default=2e-3, gt=0)
 
 
+# The fewest games a promotion test may be capped at: below this no SPRT can reach its bounds.
+PROMOTION_MIN_GAMES = 50
+PromotionElo = Annotated[float, Field(ge=-1000, le=1000, allow_inf_nan=False)]
+PromotionError = Annotated[float, Field(gt=0, lt=0.5, allow_inf_nan=False)]
+
+
+class PromotionSettings(_Section):
+    """The promotion test (DESIGN 12); the defaults are Leela Zero's server's SPRT."""
+
+    mode: Literal["sprt", "manual", "always"] = "sprt"
+    # gate: H0 elo0 vs H1 elo1; non_regression: H0 non_regression_elo0 vs H1 non_regression_elo1.
+    kind: Literal["gate", "non_regression"] = "gate"
+    elo0: PromotionElo = 0.0
+    elo1: PromotionElo = 35.0
+    non_regression_elo0: PromotionElo = -10.0
+    non_regression_elo1: PromotionElo = 0.0
+    alpha: PromotionError = 0.05
+    beta: PromotionError = 0.05
+    # At this many games without a decision the fallback decides: llr_sign (accept iff LLR > 0),
+    # reject (keep production), or elo_interval (accept iff the Elo interval lies above elo0).
+    # Sized so the cap is a rare backstop at the hypotheses (2,000 is over the 95th percentile
+    # of a 35-Elo-wide test's length; a 10-Elo-wide test needs about 12x the games).
+    max_games: int = Field(default=2000, ge=PROMOTION_MIN_GAMES)
+    non_regression_max_games: int = Field(default=20000, ge=PROMOTION_MIN_GAMES)
+    fallback: Literal["llr_sign", "reject", "elo_interval"] = "llr_sign"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PromotionSettings:
+        for lo, hi in (("elo0", "elo1"), ("non_regression_elo0", "non_regression_elo1")):
+            if not getattr(self, lo) < getattr(self, hi):
+                raise ValueError(f"{lo} ({getattr(self, lo)}) must be below {hi} ({getattr(self, hi)})")
+        return self
+
+
 class DemoSettings(_Section):
     config: str = "square8_2p"
     rate: float = Field(default=20.0, gt=0)
@@ -205,6 +239,7 @@ class Settings(_Section):
     health: HealthSettings = HealthSettings()
     export: ExportSection = ExportSection()
     training: TrainingSettings = TrainingSettings()
+    promotion: PromotionSettings = PromotionSettings()
     demo: DemoSettings = DemoSettings()
 
     @field_validator("configs")
