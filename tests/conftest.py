@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import system_deps
 from tests.support.redis_server import RedisServer
 
 DATA = Path(__file__).resolve().parent / "data"  # provenance and licence: tests/data/README.md
@@ -47,3 +48,24 @@ def legacy_npz() -> Path:
     if not LEGACY_NPZ.exists():
         pytest.fail(f"missing test fixture {LEGACY_NPZ}")
     return LEGACY_NPZ
+
+
+_MISSING: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and system_deps.MARK in str(report.longrepr):
+        _MISSING.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Strict runs (CI) fail when a test was skipped for a missing system program."""
+    if _MISSING and os.environ.get(system_deps.STRICT_ENV) == "1":
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"{len(_MISSING)} test(s) skipped for a missing system program with "
+                f"{system_deps.STRICT_ENV}=1 (install: {system_deps.INSTALL}), e.g. {_MISSING[0]}",
+                red=True,
+            )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support.system_deps import require
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGGING = ROOT / "deploy" / "logging"
@@ -64,9 +65,7 @@ def readme_jq_filters() -> list[str]:
 
 
 def run_jq(filt: str, stdin: str, *flags: str) -> list[str]:
-    jq = shutil.which("jq")
-    if jq is None:
-        pytest.skip("jq not installed")
+    jq = require("jq")
     res = subprocess.run(
         [jq, *flags, filt], input=stdin, capture_output=True, text=True, timeout=30, check=True
     )

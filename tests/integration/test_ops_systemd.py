@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.system_deps import MARK, requires
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "ringrift-training-daemon.service"
 UNIT_NAME = UNIT.name
@@ -19,9 +21,7 @@ INSTALLED_PATH = "/usr/local/bin/ringrift-daemon"
 MAX_EXPOSURE = 2.5
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-pytestmark = pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed (apt-get install systemd)"
-)
+pytestmark = requires("systemd-analyze")
 
 
 def installed_console_script() -> Path | None:
@@ -78,7 +78,7 @@ def test_verify_with_installed_console_script(tmp_path: Path) -> None:
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("ringrift-daemon is not installed; CI must `pip install .` first")
-        pytest.skip("ringrift-daemon console script not installed (pip install .)")
+        pytest.skip(f"{MARK}: the ringrift-daemon console script is not installed (pip install -e .)")
     res = verify(unit_copy(tmp_path, exe))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stderr.strip() == "", res.stderr

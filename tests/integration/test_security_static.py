@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from daemon.npz import open_training_file
 from daemon.service.http import HttpServer
 from daemon.settings import Settings
 from daemon.training.exitcodes import ExitCode, TrainerError
+from tests.support.system_deps import requires
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "daemon").rglob("*.py"))
@@ -230,7 +230,7 @@ def test_subprocess_arguments_are_lists() -> None:
 # -- systemd ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@requires("systemd-analyze")
 def test_systemd_exposure_score_is_low() -> None:
     unit = ROOT / "systemd" / "ringrift-training-daemon.service"
     p = subprocess.run(

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,11 +25,10 @@ from daemon.service.app import build_app
 from daemon.service.supervisor import Service
 from daemon.settings import settings_from_mapping
 from tests.support.redis_server import free_port
+from tests.support.system_deps import requires
 
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus binary not found (apt-get install prometheus)"
-)
+pytestmark = requires("prometheus")
 KEY = "square8_2p"
 
 

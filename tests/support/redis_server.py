@@ -7,12 +7,13 @@ no persistence, and is killed by the PID this module started.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from tests.support.system_deps import require
 
 
 def free_port() -> int:
@@ -35,9 +36,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        exe = require("redis-server")
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             exe,
