@@ -16,11 +16,17 @@ from daemon.selfplay_sim import write_games
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RINGRIFT_DAEMON_")}
     env["PYTHONPATH"] = str(ROOT)
+    # A generous bound, not a deadline: on a loaded 2-core machine one CLI start takes seconds.
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+        [sys.executable, "-m", "daemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -53,9 +59,12 @@ def test_status_writes_nothing_to_existing_state(tmp_path: Path) -> None:
     write_games(games, "square8_2p", 150, seed=1)
     data = tmp_path / "data"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data_dir: {data}\ngame_dbs: ['{games}']\nconfigs: [square8_2p]\n")
+    cfg.write_text(
+        f"data_dir: {data}\ngame_dbs: ['{games}']\nconfigs: [square8_2p]\n"
+        "training: {epochs: 1, channels: 8, blocks: 1, device: cpu}\n"
+    )
     # A real service pass creates the state the read-only commands then read.
-    first = _cli(tmp_path, "run", "--once", "--config", str(cfg))
+    first = _cli(tmp_path, "run", "--once", "--config", str(cfg), timeout=800)
     assert first.returncode == 0, first
     assert (data / "state" / "decide.db").exists() and (data / "model_registry").exists()
     before = _tree(data)
