@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from daemon.cli.exits import EXIT_BAD_ARGS, EXIT_FAILURE, EXIT_OK
-from daemon.cli.output import print_error, print_json
+from daemon.cli.output import not_enabled, print_error, print_json
 from daemon.export.job import ExportError, run_export
 from daemon.keys import InvalidConfigKey, validate_config_key
 from daemon.settings import Settings
@@ -33,6 +33,10 @@ def cli_export(settings: Settings, config_key: str, force: bool, output: Path | 
         validate_config_key(config_key)
     except InvalidConfigKey as e:
         print_error(str(e), as_json)
+        return EXIT_BAD_ARGS
+    problem = not_enabled(config_key, settings.configs)
+    if problem is not None:
+        print_error(problem, as_json)
         return EXIT_BAD_ARGS
     bar = ProgressBar(sys.stderr, config_key) if sys.stderr.isatty() and not as_json else None
     try:

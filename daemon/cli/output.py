@@ -21,3 +21,11 @@ def print_error(message: str, as_json: bool, stream: TextIO | None = None, **ext
     print(f"error: {one_line}", file=sys.stderr)
     if as_json:
         print_json({"error": one_line, **extra}, stream)
+
+
+def not_enabled(config: str, enabled: tuple[str, ...]) -> str | None:
+    """The error for a command asked about a config the settings do not enable, or None."""
+    if config in enabled:
+        return None
+    shown = ", ".join(enabled) or "none"
+    return f"{config} is not enabled in the settings (enabled: {shown}); add it to configs:"

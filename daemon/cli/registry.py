@@ -142,10 +142,9 @@ def _act(
     if action == "show":
         rec = reg.require_model(model_id)
         history = [e.as_dict() for e in reg.get_history(model_id=model_id)]
-        lines = [f"{k:<20} {v}" for k, v in rec.as_dict().items()]
+        lines = [f"{k:<20} {_human(v)}" for k, v in rec.as_dict().items()]
         lines.append("history:")
-        for e in history:
-            lines.append(f"  {e['at']}  {e['event']:<10} {e['from_stage']} -> {e['to_stage']}  {e['reason']}")
+        lines += [f"  {e['at']}  {_event_text(e)}" for e in history]
         return {"model": rec.as_dict(), "history": history}, "\n".join(lines)
     if action == "lineage":
         chain = reg.get_lineage(model_id)
@@ -163,6 +162,31 @@ def _act(
         f" (archived {p.previous})" if p.previous else ""
     )
     return obj, text
+
+
+def _human(value: Any) -> str:
+    """A field as people read it: ``-`` for nothing, ``k=v, k=v`` for a mapping, JSON for the rest."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_human(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(_human(v) for v in value) or "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _event_text(e: dict[str, Any]) -> str:
+    if e["event"] == "registered":
+        what = f"registered as {e['to_stage']}"
+    elif e["event"] == "status":
+        what = f"status check ({e['from_stage']})"
+    else:
+        what = f"{e['from_stage']} -> {e['to_stage']}"
+    token = f" [token {e['fencing_token']}]" if e.get("fencing_token") is not None else ""
+    reason = f": {e['reason']}" if e.get("reason") and e["reason"] != e["event"] else ""
+    return f"{what}{reason}{token}"
 
 
 def _table(models: Sequence[ModelRecord]) -> str:

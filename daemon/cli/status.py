@@ -35,15 +35,26 @@ def _print_table(report: dict[str, Any]) -> None:
         )
         extra = []
         if c["lock"]:
-            extra.append(f"lock {c['lock']}")
+            extra.append(_lock_line(c["lock"]))
         if c["run"]:
             extra.append(f"run {c['run'].get('run_id')} ({c['run'].get('state')})")
         if c["latest_model"]:
-            extra.append(f"latest model {c['latest_model']}")
+            prod = c.get("production_model")
+            extra.append(f"latest model {c['latest_model']}" + (f", production {prod}" if prod else ""))
         for a in c["alerts"]:
             extra.append(f"{a['severity'].upper()} {a['kind']}: {a['message']}")
         for e in extra:
             print(f"{'':<14}{e}")
+
+
+def _lock_line(lock: dict[str, Any]) -> str:
+    """``lock held by host:pid (redis, token 17, 41.2s left)``."""
+    bits = [str(lock.get("backend", "?"))]
+    if lock.get("token") is not None:
+        bits.append(f"token {lock['token']}")
+    if lock.get("ttl_left") is not None:
+        bits.append(f"{float(lock['ttl_left']):.1f}s left")
+    return f"lock held by {lock.get('holder') or '?'} ({', '.join(bits)})"
 
 
 def cli_status(settings: Settings, *, as_json: bool, environ: dict[str, str] | None = None) -> int:

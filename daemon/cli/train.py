@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.cli.exits import EXIT_FAILURE, EXIT_OK
-from daemon.cli.output import print_error, print_json
+from daemon.cli.exits import EXIT_BAD_ARGS, EXIT_FAILURE, EXIT_OK
+from daemon.cli.output import not_enabled, print_error, print_json
 from daemon.pipeline import PipelineResult
 from daemon.service.app import build_app
 from daemon.settings import Settings
@@ -14,6 +14,11 @@ from daemon.settings import Settings
 def cli_train(
     settings: Settings, config_key: str, *, force: bool, as_json: bool, environ: dict[str, str]
 ) -> int:
+    problem = not_enabled(config_key, settings.configs)
+    if problem is not None:
+        print_error(problem, as_json)
+        return EXIT_BAD_ARGS
+
     async def go() -> PipelineResult:
         app = build_app(settings, environ)
         await app.start()
