@@ -29,73 +29,16 @@ from typing import Any
 import orjson
 import structlog
 
-from daemon import sqlite
+from daemon.data.replaydb import connect_writer, create_schema, insert_game
 from daemon.keys import BoardGeometry, geometry, parse_config_key
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_V6 = """
-CREATE TABLE IF NOT EXISTS schema_metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS games (
-    game_id TEXT PRIMARY KEY, board_type TEXT NOT NULL, num_players INTEGER NOT NULL,
-    rng_seed INTEGER, created_at TEXT NOT NULL, completed_at TEXT, game_status TEXT NOT NULL,
-    winner INTEGER, termination_reason TEXT, total_moves INTEGER NOT NULL,
-    total_turns INTEGER NOT NULL, duration_ms INTEGER, source TEXT, schema_version INTEGER NOT NULL,
-    time_control_type TEXT DEFAULT 'none', initial_time_ms INTEGER, time_increment_ms INTEGER,
-    metadata_json TEXT{games_extra}
-);
-CREATE INDEX IF NOT EXISTS idx_games_board_type ON games(board_type);
-CREATE TABLE IF NOT EXISTS game_players (
-    game_id TEXT NOT NULL, player_number INTEGER NOT NULL, player_type TEXT NOT NULL,
-    ai_type TEXT, ai_difficulty INTEGER, ai_profile_id TEXT, final_eliminated_rings INTEGER,
-    final_territory_spaces INTEGER, final_rings_in_hand INTEGER,
-    PRIMARY KEY (game_id, player_number)
-);
-CREATE TABLE IF NOT EXISTS game_initial_state (
-    game_id TEXT PRIMARY KEY, initial_state_json TEXT NOT NULL, compressed INTEGER DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS game_moves (
-    game_id TEXT NOT NULL, move_number INTEGER NOT NULL, turn_number INTEGER NOT NULL,
-    player INTEGER NOT NULL, phase TEXT NOT NULL, move_type TEXT NOT NULL, move_json TEXT NOT NULL,
-    timestamp TEXT, think_time_ms INTEGER, time_remaining_ms INTEGER, engine_eval REAL,
-    engine_eval_type TEXT, engine_depth INTEGER, engine_nodes INTEGER, engine_pv TEXT,
-    engine_time_ms INTEGER{moves_extra},
-    PRIMARY KEY (game_id, move_number)
-);
-"""
-V18_GAMES = (
-    ",\n    quality_score REAL, quality_category TEXT, engine_mode TEXT, parity_status TEXT,"
-    "\n    opponent_type TEXT, opponent_model_id TEXT"
-)
-V18_MOVES = ",\n    move_probs BLOB, search_stats_json TEXT"
+__all__ = ["GameFactory", "SelfPlaySim", "connect_writer", "create_schema", "insert_game", "write_games"]
 
 SQUARE_DIRS = ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))
 HEX_DIRS = ((1, -1, 0), (1, 0, -1), (0, 1, -1), (-1, 1, 0), (-1, 0, 1), (0, -1, 1))
 PLACEMENTS_PER_SEAT = 2
-
-
-def create_schema(conn: sqlite3.Connection, schema_version: int = 18) -> None:
-    """Create the GameReplayDB tables (v6 layout, plus v18 columns when asked)."""
-    v18 = schema_version >= 18
-    script = SCHEMA_V6.format(games_extra=V18_GAMES if v18 else "", moves_extra=V18_MOVES if v18 else "")
-    conn.executescript(
-        f"BEGIN IMMEDIATE;{script}"
-        "INSERT OR REPLACE INTO schema_metadata(key, value)"
-        f" VALUES ('schema_version', '{int(schema_version)}');"
-        "COMMIT;"
-    )
-
-
-def connect_writer(db_path: Path, schema_version: int = 18) -> sqlite3.Connection:
-    """Open ``db_path`` for writing in WAL mode, creating the schema if needed."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    # check_same_thread=False: SelfPlaySim drives it from asyncio.to_thread workers
-    # (any pool thread, one call at a time).
-    conn = sqlite.connect(db_path, busy_timeout=30.0, synchronous="NORMAL")
-    has_games = conn.execute("SELECT 1 FROM sqlite_master WHERE name='games'").fetchone()
-    if not has_games:
-        create_schema(conn, schema_version)
-    return conn
 
 
 def _pos(g: BoardGeometry, cell: tuple[int, int, int | None]) -> dict[str, int | None]:
@@ -172,12 +115,24 @@ class GameFactory:
         }
 
     def make(
-        self, status: str = "completed", draw: bool = False, now: datetime | None = None
+        self,
+        status: str = "completed",
+        draw: bool = False,
+        now: datetime | None = None,
+        *,
+        order: Sequence[int] | None = None,
+        profiles: dict[int, str] | None = None,
     ) -> dict[str, Any]:
-        """One game as table rows: ``{"game": {...}, "players": [...], "moves": [...], "initial": str}``."""
+        """One game as table rows: ``{"game": {...}, "players": [...], "moves": [...], "initial": str}``.
+
+        ``order`` forces the final ranking (seats, best first); ``profiles`` names the model on a
+        seat (``game_players.ai_profile_id``), as evaluation games do.
+        """
         rng, g, n_players = self.rng, self.geo, self.num_players
         now = now or datetime.now(UTC)
         winner = None if draw or status != "completed" else rng.randint(1, n_players)
+        if order is not None and winner is not None:
+            winner = order[0]
         dirs: Sequence[Sequence[int]] = HEX_DIRS if g.is_hex else SQUARE_DIRS
         seats = {
             s: _Seat(direction=dirs[(s * 2 + rng.randint(0, 1)) % len(dirs)]) for s in range(1, n_players + 1)
@@ -226,14 +181,17 @@ class GameFactory:
                 n += 1
             turn += 1
         game_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        order = list(range(1, n_players + 1))
-        rng.shuffle(order)
-        if winner is not None:
-            order.remove(winner)
-            order.insert(0, winner)
-        players = []
-        for rank, seat in enumerate(order):
-            players.append((game_id, seat, "ai", "descent", 5, None, 20 - 4 * rank, 30 - 7 * rank, rank))
+        if order is None:
+            order = list(range(1, n_players + 1))
+            rng.shuffle(order)
+            if winner is not None:
+                order.remove(winner)
+                order.insert(0, winner)
+        named = profiles or {}
+        players = [  # territory and rings fall with the rank, so the ranking can be read back
+            (game_id, seat, "ai", "descent", 5, named.get(seat), 20 - 4 * rank, 30 - 7 * rank, rank)
+            for rank, seat in enumerate(order)
+        ]
         initial = orjson.dumps(
             {
                 "id": "self-play",
@@ -268,49 +226,6 @@ class GameFactory:
             "moves": moves,
             "initial": initial,
         }
-
-
-def insert_game(conn: sqlite3.Connection, rows: dict[str, Any], schema_version: int = 18) -> None:
-    """Insert one game in one transaction (like upstream writers)."""
-    g = rows["game"]
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "INSERT INTO games(game_id, board_type, num_players, rng_seed, created_at, completed_at,"
-            " game_status, winner, termination_reason, total_moves, total_turns, duration_ms, source,"
-            " schema_version, metadata_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                g["game_id"],
-                g["board_type"],
-                g["num_players"],
-                None,
-                g["created_at"],
-                g["completed_at"],
-                g["game_status"],
-                g["winner"],
-                g["termination_reason"],
-                g["total_moves"],
-                g["total_turns"],
-                None,
-                g["source"],
-                schema_version,
-                g["metadata_json"],
-            ),
-        )
-        conn.executemany("INSERT INTO game_players VALUES (?,?,?,?,?,?,?,?,?)", rows["players"])
-        conn.execute(
-            "INSERT INTO game_initial_state(game_id, initial_state_json) VALUES (?,?)",
-            (g["game_id"], rows["initial"]),
-        )
-        conn.executemany(
-            "INSERT INTO game_moves(game_id, move_number, turn_number, player, phase, move_type, move_json)"
-            " VALUES (?,?,?,?,?,?,?)",
-            [(g["game_id"], n, t, p, ph, mt, mj.decode()) for n, t, p, ph, mt, mj in rows["moves"]],
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _fresh_seed(conn: sqlite3.Connection, seed: int) -> int:
@@ -355,6 +270,57 @@ def write_games(
     finally:
         conn.close()
     return usable
+
+
+def evaluation_order(rng: random.Random, strengths: Sequence[float]) -> list[int]:
+    """A final ranking (seats 1..n, best first) drawn by Plackett-Luce from seat strengths.
+
+    With strengths ``10 ** (elo / 400)`` the chance that one seat finishes ahead of another is
+    the logistic Elo curve of their difference, whatever the other seats: the model the
+    promotion test assumes for 2, 3 and 4 players.
+    """
+    left = list(range(1, len(strengths) + 1))
+    order: list[int] = []
+    while left:
+        pick = rng.choices(left, weights=[strengths[s - 1] for s in left])[0]
+        order.append(pick)
+        left.remove(pick)
+    return order
+
+
+def write_evaluation_games(
+    db_path: Path,
+    config_key: str,
+    n_games: int,
+    *,
+    candidate: str,
+    production: str,
+    elo_diff: float,
+    seed: int = 0,
+    source: str = "evaluation",
+) -> int:
+    """Write ``n_games`` finished evaluation games seating ``candidate`` and ``production``.
+
+    The candidate is ``elo_diff`` Elo stronger than production (negative: weaker); in 3-4 player
+    games the other seats are baseline players as strong as production. Seats rotate, so each
+    model plays every seat. Returns the games the candidate finished ahead of production.
+    """
+    conn = connect_writer(db_path)
+    ahead = 0
+    try:
+        factory = GameFactory(config_key, _fresh_seed(conn, seed), source=source)
+        n = factory.num_players
+        for i in range(n_games):
+            cand, prod = i % n + 1, (i + 1) % n + 1
+            strengths = [1.0] * n
+            strengths[cand - 1] = 10 ** (elo_diff / 400)
+            order = evaluation_order(factory.rng, strengths)
+            profiles = {s: "baseline" for s in range(1, n + 1)} | {cand: candidate, prod: production}
+            insert_game(conn, factory.make(order=order, profiles=profiles))
+            ahead += order.index(cand) < order.index(prod)
+    finally:
+        conn.close()
+    return ahead
 
 
 class SelfPlaySim:
