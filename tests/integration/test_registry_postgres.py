@@ -225,6 +225,10 @@ def test_down_mid_operation_then_recovers(tmp_path: Path, own_server: PostgresSe
         report = reg.collect_garbage(now=datetime.now(UTC) + timedelta(hours=2))
         assert [Path(p).name for p in report.orphans_removed] == [f"{_sha(other)}.pt"]
         assert reg.register(other, "square8", 2, fencing_token=2) == "square8_2p-v2"
+        # A restart while idle: the pooled connection is dead; the first call still succeeds.
+        own_server.stop_immediate()
+        own_server.start()
+        assert [m.model_id for m in reg.list_models()] == ["square8_2p-v1", "square8_2p-v2"]
     finally:
         reg.close()
 

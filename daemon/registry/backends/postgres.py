@@ -4,9 +4,14 @@ psycopg 3 through a ``psycopg_pool`` connection pool (threads of one process sha
 Each connection gets server-side ``statement_timeout``, ``lock_timeout`` and
 ``idle_in_transaction_session_timeout`` when the pool makes it, so a stalled client or a
 lock held too long ends in an error rather than a hang; ``connect_timeout`` bounds connecting
-and waiting for a pooled connection. The password comes from the caller (settings:
-``RINGRIFT_DAEMON_REGISTRY__PASSWORD`` or ``registry.password_file``), never from a config
-file, and no message names it.
+and waiting for a pooled connection, and TCP keepalives plus ``tcp_user_timeout`` end a
+connection whose server host vanished. (A server that is alive but hung - stopped, not gone -
+is not detected client-side; nothing here cancels a statement from the client.) A pooled
+connection is checked without a round trip: only when the server already sent something (the
+EOF of a restarted server) is it probed, and a dead one is replaced.
+
+The password comes from the caller (settings: ``RINGRIFT_DAEMON_REGISTRY__PASSWORD`` or
+``registry.password_file``), never from a config file, and no message names it.
 
 Fencing where the write lands: ``write(config)`` inserts the config's ``fences`` row if
 absent and locks it ``FOR UPDATE``, so the token check, version allocation, model insert and
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,9 +76,15 @@ class PostgresRecordStore(SqlReads):
     def _conninfo(self) -> str:
         parts = urlsplit(self.url)
         url = urlunsplit(("postgresql", *parts[1:])) if parts.scheme != "postgresql" else self.url
+        ct = max(1, math.ceil(self.options.connect_timeout))
         extra: dict[str, Any] = {
-            "connect_timeout": max(1, math.ceil(self.options.connect_timeout)),
+            "connect_timeout": ct,
             "application_name": "ringrift-daemon",
+            "keepalives": 1,
+            "keepalives_idle": ct,
+            "keepalives_interval": max(1, ct // 2),
+            "keepalives_count": 3,
+            "tcp_user_timeout": 3 * ct * 1000,
         }
         if self.options.password is not None:
             extra["password"] = self.options.password
@@ -85,6 +97,15 @@ class PostgresRecordStore(SqlReads):
             "set_config('idle_in_transaction_session_timeout', %s, false)",
             (_ms(o.statement_timeout), _ms(o.lock_timeout), _ms(o.idle_in_transaction_timeout)),
         )
+
+    @staticmethod
+    def _check(conn: psycopg.Connection[Any]) -> None:
+        """The pool's check on handing out a connection; raising makes the pool replace it."""
+        if conn.closed:
+            raise psycopg.OperationalError("connection closed")
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if readable:  # EOF (server restarted or gone) or an async message: a real round trip
+            conn.execute("")
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -127,7 +148,7 @@ class PostgresRecordStore(SqlReads):
                     max_size=max(1, self.options.pool_size),
                     open=False,
                     configure=self._configure,
-                    check=ConnectionPool.check_connection,
+                    check=self._check,
                     timeout=self.options.connect_timeout,
                     name="ringrift-registry",
                 )

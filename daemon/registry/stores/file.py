@@ -5,6 +5,12 @@ across nodes (``.tmp-<host>-<pid>-<uuid>.pt``, ``O_EXCL``) in that directory, fs
 publishes by ``rename`` (atomic on one filesystem, NFS included) plus a directory fsync.
 Readers therefore see a whole object or none.
 
+``stage`` already publishes (so the config's write lock is held only for the row, not for two
+fsyncs): an object no row names yet is young, and GC keeps young objects for its grace.
+``publish``, under the write lock that GC also takes, only confirms the object is still there;
+if the same bytes were already stored, the temp copy is kept until then, so an old orphan that
+GC collects in between is simply stored again.
+
 No file locks (``flock`` over NFS is unreliable or absent): a temp file is a dead writer's
 leftover once it is older than the temp grace, which is far longer than any copy plus the
 wait for the registry's write lock; ``sweep_temp`` removes only those. A writer that stalls
@@ -21,7 +27,7 @@ from pathlib import Path
 
 from daemon.registry.records import ObjectDamaged, RegistryError
 from daemon.registry.store import OBJECTS_PREFIX, Staged
-from daemon.registry.stores.atomic import CHUNK, fsync_dir, temp_name, write_verified
+from daemon.registry.stores.atomic import CHUNK, copy_verified, fsync_dir, temp_name
 
 TMP_PREFIX = ".tmp-"
 
@@ -43,7 +49,8 @@ class FileObjectStore:
         return self.dir / f"{digest}.pt"
 
     def stage(self, src: Path) -> Staged:
-        """Copy ``src`` to a new temp file in the objects dir, hashing as it goes, and fsync it."""
+        """Copy ``src`` to a new temp file in the objects dir, hashing as it goes, fsync it, and
+        rename it to its digest name unless those bytes are already stored."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / temp_name(TMP_PREFIX, ".pt")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -64,30 +71,43 @@ class FileObjectStore:
             raise
         finally:
             os.close(fd)
-        return Staged(h.hexdigest(), size, path=tmp)
+        staged = Staged(h.hexdigest(), size, path=tmp)
+        if not self._present(staged):
+            self._rename(staged)
+        return staged
 
-    def publish(self, staged: Staged) -> bool:
-        """Rename the temp file to its digest name and fsync the dir. False if already stored (dedup).
-
-        Callers hold the registry's write lock, so no GC runs concurrently."""
-        assert staged.path is not None
-        final = self.path_for(staged.digest)
+    def _present(self, staged: Staged) -> bool:
         try:
-            present = final.stat().st_size == staged.size
+            return self.path_for(staged.digest).stat().st_size == staged.size
         except FileNotFoundError:
-            present = False
-        if present:  # same digest, same bytes: keep the stored copy
-            staged.path.unlink(missing_ok=True)
             return False
+
+    def _rename(self, staged: Staged) -> None:
+        assert staged.path is not None
         try:
-            os.replace(staged.path, final)
+            os.replace(staged.path, self.path_for(staged.digest))
         except FileNotFoundError:
             raise RegistryError(
                 f"staged copy {staged.path} vanished before publication (swept as older than the temp "
                 "grace: this writer stalled too long); nothing was registered"
             ) from None
         fsync_dir(self.dir)
-        return True
+        staged.path, staged.created = None, True
+
+    def publish(self, staged: Staged) -> bool:
+        """Confirm the object is stored (under the registry's write lock, so no GC runs meanwhile);
+        True if this registration stored it (a failed registration then drops it again)."""
+        if not self._present(staged):
+            if staged.path is None:
+                raise RegistryError(
+                    f"object {self.locate(staged.digest)} vanished before its row was committed "
+                    "(collected as an orphan: this writer stalled past the GC grace); nothing was registered"
+                )
+            self._rename(staged)  # an old copy we deduplicated onto was collected since
+        elif staged.path is not None:  # same digest, same bytes: keep the stored copy
+            staged.path.unlink(missing_ok=True)
+            staged.path = None
+        return staged.created
 
     def release(self, staged: Staged) -> None:
         """Drop the temp file if still there (failure paths)."""
@@ -132,10 +152,12 @@ class FileObjectStore:
             return None if hashlib.file_digest(f, "sha256").hexdigest() == digest else "digest_mismatch"
 
     def fetch(self, digest: str, size: int, dest: Path) -> None:
-        """Verified copy of the object to ``dest`` (see :func:`write_verified`)."""
+        """Verified copy of the object to ``dest`` (see :func:`copy_verified`)."""
         fd = self._open_object(digest)
-        with os.fdopen(fd, "rb") as f:
-            write_verified(iter(lambda: f.read(CHUNK), b""), digest, size, dest, self.locate(digest))
+        try:
+            copy_verified(fd, digest, size, dest, self.locate(digest))
+        finally:
+            os.close(fd)
 
     def sweep_temp(self, older_than: float) -> list[str]:
         """Remove temp files last written before ``older_than`` (epoch seconds): dead writers' leftovers."""

@@ -1,9 +1,9 @@
 """Content-addressed model files in S3 (``s3://bucket/prefix``), through boto3.
 
 Keys are ``<prefix>/sha256/<hex>.pt``. Options ride on the location's query string:
-``s3://bucket/prefix?endpoint=http://host:port&region=eu-west-1`` (an S3-compatible server
-or an emulator); credentials come from boto3's standard chain (environment, config files,
-instance or task role), never from the location.
+``s3://bucket/prefix?endpoint=http://host:port&region=eu-west-1&attempts=5`` (an S3-compatible
+server or an emulator; ``attempts`` bounds botocore's retries); credentials come from boto3's
+standard chain (environment, config files, instance or task role), never from the location.
 
 A PUT is atomic (an object appears whole or not at all), so no temp keys exist. One digest
 is stored once: ``stage`` uploads with ``If-None-Match: *`` (S3 conditional writes, 2024),
@@ -52,7 +52,7 @@ class S3ObjectStore:
         if parts.scheme != "s3" or not parts.netloc:
             raise RegistryError(f"object store {location!r}: expected s3://BUCKET[/PREFIX]")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"endpoint", "region"}
+        unknown = set(query) - {"endpoint", "region", "attempts"}
         if unknown:
             raise RegistryError(f"object store {location!r}: unknown option(s) {', '.join(sorted(unknown))}")
         self.location = location
@@ -60,6 +60,10 @@ class S3ObjectStore:
         self.prefix = "/".join(p for p in (parts.path.strip("/"), OBJECTS_PREFIX) if p)
         self.endpoint = query.get("endpoint")
         self.region = query.get("region")
+        try:
+            self.attempts = max(1, int(query.get("attempts", "5")))
+        except ValueError:
+            raise RegistryError(f"object store {location!r}: attempts must be an integer") from None
         self._s3: Any = None
 
     @property
@@ -70,7 +74,9 @@ class S3ObjectStore:
                 endpoint_url=self.endpoint,
                 region_name=self.region,
                 config=Config(
-                    connect_timeout=5, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"}
+                    connect_timeout=5,
+                    read_timeout=60,
+                    retries={"max_attempts": self.attempts, "mode": "standard"},
                 ),
             )
         return self._s3
