@@ -115,17 +115,24 @@ class RegistryMaintenance(RegistryReads):
         """Sweep dead temp files and delete objects no row names, once older than the grace."""
         report = GcReport(temp_removed=self.sweep_temp_files(now=now))
         cutoff = utc(now).timestamp() - (self.gc_grace_seconds if grace_seconds is None else grace_seconds)
-        # With every writer excluded no registration is between publish and commit, so "no row" is final.
+        # Listing (a large bucket takes a while) happens before the lock; only the orphans' checks
+        # and deletes hold it.
+        listed = list(self.store.objects())
+        # With every writer excluded no registration is between publish and commit, so "no row" is
+        # final; one that deduplicated onto an object removed here stores it again at publish.
         with self._records.write(None) as txn:
             known = txn.digests()
-            for digest, mtime in self.store.objects():
+            for digest, listed_mtime in listed:
                 if digest in known:
+                    continue
+                mtime = self.store.mtime(digest) if listed_mtime <= cutoff else listed_mtime
+                if mtime is None:  # gone meanwhile
                     continue
                 where = self.store.locate(digest)
                 if mtime <= cutoff:
                     self.store.remove(digest)
                     report.orphans_removed.append(where)
-                else:
+                else:  # young: maybe a registration between its upload and its row
                     report.orphans_kept.append(where)
         if report.orphans_removed:
             log.info("registry.gc", removed=len(report.orphans_removed), kept=len(report.orphans_kept))

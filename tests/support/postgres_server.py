@@ -74,8 +74,10 @@ class PostgresServer:
         return res
 
     def _init(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="ringrift-pg-"))
-        if os.geteuid() == 0:
+        as_root = os.geteuid() == 0
+        # As root, under /tmp (world-traversable) whatever TMPDIR says: ``nobody`` must reach it.
+        self.root = Path(tempfile.mkdtemp(prefix="ringrift-pg-", dir="/tmp" if as_root else None))
+        if as_root:
             nobody = pwd.getpwnam("nobody")
             os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
             self._run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}

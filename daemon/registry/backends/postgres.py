@@ -103,8 +103,9 @@ class PostgresRecordStore(SqlReads):
         """The pool's check on handing out a connection; raising makes the pool replace it."""
         if conn.closed:
             raise psycopg.OperationalError("connection closed")
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-        if readable:  # EOF (server restarted or gone) or an async message: a real round trip
+        poller = select.poll()  # not select(): no FD_SETSIZE limit
+        poller.register(conn.fileno(), select.POLLIN)
+        if poller.poll(0):  # EOF (server restarted or gone) or an async message: a real round trip
             conn.execute("")
 
     @contextmanager
@@ -116,7 +117,7 @@ class PostgresRecordStore(SqlReads):
         except PoolTimeout:
             raise RegistryError(
                 f"registry database {self.name}: unreachable ({what}): no connection within "
-                f"{o.connect_timeout:g} s"
+                f"{o.connect_timeout:g} s (server down, or all {o.pool_size} pooled connections busy)"
             ) from None
         except psycopg.errors.LockNotAvailable:
             raise RegistryError(

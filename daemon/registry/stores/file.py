@@ -127,6 +127,12 @@ class FileObjectStore:
             except FileNotFoundError:
                 continue
 
+    def mtime(self, digest: str) -> float | None:
+        try:
+            return self.path_for(digest).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def _open_object(self, digest: str) -> int:
         path = self.path_for(digest)
         try:

@@ -134,15 +134,24 @@ class S3ObjectStore:
         created = self._put(src, digest, conditional=True)
         return Staged(digest, size, source=src, created=created)
 
-    def _head_size(self, digest: str) -> int | None:
+    def _head(self, digest: str) -> dict[str, Any] | None:
         try:
-            return int(self._client.head_object(Bucket=self.bucket, Key=self.key(digest))["ContentLength"])
+            head: dict[str, Any] = self._client.head_object(Bucket=self.bucket, Key=self.key(digest))
         except ClientError as e:
             if _code(e) in _MISSING:
                 return None
             raise self._fail(f"HEAD {self.key(digest)}", e) from None
         except BotoCoreError as e:
             raise self._fail(f"HEAD {self.key(digest)}", e) from None
+        return head
+
+    def _head_size(self, digest: str) -> int | None:
+        head = self._head(digest)
+        return None if head is None else int(head["ContentLength"])
+
+    def mtime(self, digest: str) -> float | None:
+        head = self._head(digest)
+        return None if head is None else float(head["LastModified"].timestamp())
 
     def publish(self, staged: Staged) -> bool:
         """Make sure the object is there (under the registry's write lock); True if this
