@@ -241,16 +241,30 @@ def _rows_locks(r: dict[str, Any]) -> list[Row]:
 
 
 def _rows_registry(r: dict[str, Any]) -> list[Row]:
-    return [
+    copy, pull = r.get("durable_copy") or {}, r.get("pull") or {}
+    target = r.get("register_target", 3.0)
+    rows: list[Row] = [
         (
-            f"register {r.get('files')} x 1 MiB models (s) vs durable copy",
-            r.get("registry_seconds"),
-            r.get("baseline_seconds"),
-            r.get("ratio"),
-            "",
-            None,
+            f"register p50 ms, {r.get('workers')} concurrent, {kind} vs durable copy",
+            (r.get(kind) or {}).get("p50_ms"),
+            copy.get("p50_ms"),
+            (r.get(kind) or {}).get("p50_ratio"),
+            f"<= {target}x copy",
+            _le((r.get(kind) or {}).get("p50_ratio"), target),
         )
+        for kind in ("sqlite", "postgresql")
     ]
+    rows.append(
+        (
+            f"pull {pull.get('mib')} MiB (verified, durable) ms vs cp",
+            pull.get("pull_ms"),
+            pull.get("cp_ms"),
+            pull.get("ratio_vs_cp"),
+            f"<= {pull.get('target', 1.5)}x cp",
+            _le(pull.get("ratio_vs_cp"), pull.get("target", 1.5)),
+        )
+    )
+    return rows
 
 
 def _rows_trainer(r: dict[str, Any]) -> list[Row]:

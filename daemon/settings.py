@@ -71,6 +71,49 @@ class RedisSettings(_Section):
         return None
 
 
+class RegistrySettings(_Section):
+    """The registry of record (DESIGN 11). ``url`` None: ``sqlite:///{data_dir}/model_registry/registry.db``
+    (SQLite on local disk only); ``postgresql://[user@]host[:port]/db`` for a fleet. ``store`` None:
+    ``{data_dir}/model_registry/objects``; a shared path (NFS) or ``s3://bucket/prefix``."""
+
+    url: str | None = None
+    # Secrets never come from YAML: the password is read from this file, or
+    # from RINGRIFT_DAEMON_REGISTRY__PASSWORD.
+    password_file: Path | None = None
+    password: SecretStr | None = None
+    store: str | None = None
+    pool_size: int = Field(default=4, ge=1, le=64)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    statement_timeout: float = Field(default=30.0, gt=0)
+    lock_timeout: float = Field(default=30.0, gt=0)
+    idle_in_transaction_timeout: float = Field(default=120.0, gt=0)
+    busy_timeout: float = Field(default=30.0, gt=0)  # SQLite
+    gc_grace: float = Field(default=3600.0, ge=0)  # unreferenced objects kept this long
+    temp_grace: float = Field(default=3600.0, gt=0)  # a temp file this old is a dead writer's
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str | None) -> str | None:
+        if v is not None and urlsplit(v).scheme not in ("sqlite", "postgresql"):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return v
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and urlsplit(v).scheme not in ("file", "s3"):
+            raise ValueError("must be a path, file://PATH or s3://BUCKET[/PREFIX]")
+        return v
+
+    def resolved_password(self) -> str | None:
+        """The password from the environment or ``password_file`` (stripped)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return None
+
+
 class LockSettings(_Section):
     # auto: Redis when configured and reachable, else file locks (with a warning).
     backend: Literal["auto", "redis", "file"] = "auto"
@@ -231,6 +274,7 @@ class Settings(_Section):
     game_dbs: tuple[str, ...] = ("data/games/*.db",)
     configs: tuple[ConfigKey, ...] = ALL_CONFIG_KEYS
     redis: RedisSettings | None = None
+    registry: RegistrySettings = RegistrySettings()
     locks: LockSettings = LockSettings()
     http: HttpSettings = HttpSettings()
     schedule: ScheduleSettings = ScheduleSettings()
@@ -265,6 +309,14 @@ class Settings(_Section):
     @property
     def registry_dir(self) -> Path:
         return self.data_dir / "model_registry"
+
+    @property
+    def registry_url(self) -> str:
+        return self.registry.url or f"sqlite:///{self.registry_dir / 'registry.db'}"
+
+    @property
+    def registry_store(self) -> str:
+        return self.registry.store or str(self.registry_dir / "objects")
 
     @property
     def runs_dir(self) -> Path:
@@ -315,18 +367,20 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reject_yaml_secrets(data: Mapping[str, Any]) -> None:
-    redis = data.get("redis")
-    if isinstance(redis, Mapping):
-        if "password" in redis:
+    for section in ("redis", "registry"):
+        values = data.get(section)
+        if not isinstance(values, Mapping):
+            continue
+        env = f"{ENV_PREFIX}{section.upper()}{ENV_NESTING}PASSWORD"
+        if "password" in values:
             raise SettingsError(
-                "redis.password: secrets are not read from the config file; "
-                "use RINGRIFT_DAEMON_REDIS__PASSWORD or redis.password_file"
+                f"{section}.password: secrets are not read from the config file; "
+                f"use {env} or {section}.password_file"
             )
-        url = redis.get("url")
+        url = values.get("url")
         if isinstance(url, str) and urlsplit(url).password:
             raise SettingsError(
-                "redis.url: contains a password; move it to RINGRIFT_DAEMON_REDIS__PASSWORD "
-                "or redis.password_file"
+                f"{section}.url: contains a password; move it to {env} or {section}.password_file"
             )
 
 

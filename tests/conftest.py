@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import system_deps
+from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
 
 DATA = Path(__file__).resolve().parent / "data"  # provenance and licence: tests/data/README.md
@@ -30,6 +31,28 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
             except (ProcessLookupError, AssertionError):
                 pass
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (initdb + pg_ctl, free loopback port, stopped by PID);
+    each test takes its own database from ``postgres_url``."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped afterwards."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
 
 
 @pytest.fixture

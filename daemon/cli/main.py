@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd("health", "health status and active alerts")
     cmd("locks", "held training locks (holder, token, TTL left)")
-    rg = cmd("registry", "model registry: list | show | lineage | promote", json=False)
+    rg = cmd("registry", "model registry: list | show | lineage | promote | verify | pull", json=False)
     add_registry_arguments(rg, parents=[common])
     sim = cmd("selfplay-sim", "write synthetic self-play games at a rate (demo / tests)", json=False)
     sim.add_argument("--db", type=Path, required=True, help="game database to write (created if missing)")
@@ -176,7 +176,7 @@ def _locks(settings: Settings, args: argparse.Namespace, env: dict[str, str]) ->
 def _registry(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
     from daemon.cli.registry import run_registry_command
 
-    return run_registry_command(settings.registry_dir, args)
+    return run_registry_command(settings, args)
 
 
 def _selfplay(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:

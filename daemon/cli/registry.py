@@ -1,6 +1,7 @@
-"""``ringrift-daemon registry list|show|lineage|promote [--json]``.
+"""``ringrift-daemon registry list|show|lineage|promote|verify|pull [--json]``.
 
-Exit codes: 0 ok; 1 not found / rejected (fencing, corrupt model, lineage); 2 bad arguments.
+Exit codes: 0 ok; 1 not found / refused (fencing, corrupt model, lineage) / ``verify`` found a
+damaged object / ``pull`` had nothing verified to write; 2 bad arguments.
 With ``--json`` exactly one JSON object is printed on stdout (``{"error": ...}`` on failure).
 ``promote`` from the CLI is a manual operator action: it carries no fencing token unless
 ``--fencing-token`` is given.
@@ -20,8 +21,13 @@ from typing import Any, TextIO
 from daemon.cli.output import print_error
 from daemon.keys import InvalidConfigKey, validate_config_key
 from daemon.registry import STAGES, ModelNotFound, ModelRecord, ModelRegistry, RegistryError
+from daemon.settings import Settings
 
-ACTIONS = ("list", "show", "lineage", "promote")
+ACTIONS = ("list", "show", "lineage", "promote", "verify", "pull")
+# Reads work on a copy of the rows (a listing never creates a registry that is not there);
+# these change state: a stage, a status found by verification, a pulled file.
+WRITES = frozenset({"promote", "verify", "pull"})
+NEEDS_MODEL = frozenset({"show", "lineage", "promote"})
 
 
 class RegistryExit(enum.IntEnum):
@@ -67,6 +73,14 @@ def add_registry_arguments(
     pr.add_argument(
         "--fencing-token", type=int, default=None, help="fence the promotion with this lock token"
     )
+    ver = action("verify", "re-hash every model object; mark a damaged one corrupt (exit 1 if any)")
+    ver.add_argument("--stage", choices=STAGES, default=None, help="only models in this stage")
+    pull = action("pull", "write a config's model to a file, verified and atomically (self-play)")
+    pull.add_argument("config_key", type=_config_key, metavar="CONFIG", help="config key, e.g. square8_2p")
+    pull.add_argument(
+        "--stage", choices=STAGES, default="production", help="production (default) or the newest of a stage"
+    )
+    pull.add_argument("--out", type=Path, required=True, help="where to write the model file")
 
 
 def add_registry_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -76,10 +90,10 @@ def add_registry_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run_registry_command(registry_dir: Path, args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Handler for parsed ``registry`` arguments."""
+def run_registry_command(target: Path | Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Handler for parsed ``registry`` arguments (``target``: the settings, or a registry dir)."""
     return cli_registry(
-        registry_dir,
+        target,
         getattr(args, "registry_action", None) or "",
         model_id=getattr(args, "model_id", None),
         config=getattr(args, "config_key", None),
@@ -87,12 +101,19 @@ def run_registry_command(registry_dir: Path, args: argparse.Namespace, out: Text
         as_json=bool(getattr(args, "json", False)),
         reason=getattr(args, "reason", "manual promotion"),
         fencing_token=getattr(args, "fencing_token", None),
+        pull_to=getattr(args, "out", None),
         out=out,
     )
 
 
+def _open(target: Path | Settings, read_only: bool) -> ModelRegistry:
+    if isinstance(target, Settings):
+        return ModelRegistry.from_settings(target, read_only=read_only)
+    return ModelRegistry(target, read_only=read_only)
+
+
 def cli_registry(
-    registry_dir: Path,
+    target: Path | Settings,
     action: str,
     *,
     model_id: str | None = None,
@@ -101,12 +122,14 @@ def cli_registry(
     as_json: bool = False,
     reason: str = "manual promotion",
     fencing_token: int | None = None,
+    pull_to: Path | None = None,
     out: TextIO | None = None,
 ) -> int:
     stream = sys.stdout if out is None else out
     if (
         action not in ACTIONS
-        or (action != "list" and not model_id)
+        or (action in NEEDS_MODEL and not model_id)
+        or (action == "pull" and (config is None or pull_to is None))
         or (stage is not None and stage not in STAGES)
     ):
         return _fail(
@@ -115,9 +138,16 @@ def cli_registry(
     try:
         if config is not None:
             validate_config_key(config)
-        # Reads work on a copy of the rows: listing never creates a registry that is not there.
-        with ModelRegistry(registry_dir, read_only=action != "promote") as reg:
-            obj, text = _act(reg, action, model_id or "", config, stage, reason, fencing_token)
+        with _open(target, read_only=action not in WRITES) as reg:
+            if action == "verify":
+                return _verify(reg, stage, as_json, stream)
+            if action == "pull":
+                assert config is not None and pull_to is not None
+                rec = reg.pull(config, out=pull_to, stage=stage or "production")
+                obj = {"config": config, "model": rec.as_dict(), "out": str(pull_to)}
+                text = f"{rec.model_id} ({rec.stage}, sha256 {rec.sha256[:12]}, {rec.size:,} B) -> {pull_to}"
+            else:
+                obj, text = _act(reg, action, model_id or "", config, stage, reason, fencing_token)
     except InvalidConfigKey as e:
         return _fail(stream, as_json, str(e), RegistryExit.BAD_ARGS)
     except (ModelNotFound, RegistryError, OSError, sqlite3.Error) as e:
@@ -162,6 +192,19 @@ def _act(
         f" (archived {p.previous})" if p.previous else ""
     )
     return obj, text
+
+
+def _verify(reg: ModelRegistry, stage: str | None, as_json: bool, stream: TextIO) -> int:
+    checked = len(reg.list_models(stage=stage))
+    problems = reg.verify(stage=stage)
+    if as_json:
+        found = [{"model_id": p.model_id, "problem": p.problem} for p in problems]
+        print(json.dumps({"checked": checked, "problems": found}), file=stream)
+    else:
+        for p in problems:
+            print(f"CORRUPT {p.model_id}: {p.problem}", file=stream)
+        print(f"{checked} model(s) checked, {len(problems)} damaged", file=stream)
+    return RegistryExit.FAILED if problems else RegistryExit.OK
 
 
 def _human(value: Any) -> str:

@@ -5,14 +5,19 @@ record store (:mod:`daemon.registry.backend`), model files in an object store
 (:mod:`daemon.registry.store`); each is picked from a table by its URL.
 """
 
+from daemon.registry.backend import StoreOptions
 from daemon.registry.records import (
     STAGES,
+    STATUSES,
     FencingTokenRejected,
+    FleetRun,
     GcReport,
     LineageError,
     ModelCorrupt,
     ModelNotFound,
     ModelRecord,
+    NoModelAvailable,
+    ObjectDamaged,
     Promotion,
     RegistryError,
     StageEvent,
@@ -23,16 +28,21 @@ from daemon.registry.registry import DEFAULT_REGISTRY_DIR, ModelRegistry, regist
 __all__ = [
     "DEFAULT_REGISTRY_DIR",
     "STAGES",
+    "STATUSES",
     "FencingTokenRejected",
+    "FleetRun",
     "GcReport",
     "LineageError",
     "ModelCorrupt",
     "ModelNotFound",
     "ModelRecord",
     "ModelRegistry",
+    "NoModelAvailable",
+    "ObjectDamaged",
     "Promotion",
     "RegistryError",
     "StageEvent",
+    "StoreOptions",
     "VerifyProblem",
     "register_trained_model",
 ]

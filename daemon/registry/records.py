@@ -18,7 +18,12 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-STAGES: tuple[str, ...] = ("candidate", "production", "archived")
+# candidate -> production | rejected; production -> archived (superseded). A rejected model never
+# warm-starts a run and is never served.
+STAGES: tuple[str, ...] = ("candidate", "production", "archived", "rejected")
+STATUSES: tuple[str, ...] = ("ready", "corrupt")
+# Why an object is unusable (verify(), fetch()).
+OBJECT_PROBLEMS: tuple[str, ...] = ("missing", "size_mismatch", "digest_mismatch")
 _MAX_PICKLE_BYTES = 16 << 20
 
 
@@ -53,6 +58,22 @@ class ModelCorrupt(RegistryError):
         super().__init__(f"model {model_id}: {reason}")
 
 
+class NoModelAvailable(RegistryError):
+    """No usable model of ``config`` in ``stage`` (``pull`` with nothing to serve)."""
+
+    def __init__(self, config_key: str, stage: str) -> None:
+        self.config_key, self.stage = config_key, stage
+        super().__init__(f"no usable {stage} model for {config_key}")
+
+
+class ObjectDamaged(RegistryError):
+    """A stored object is missing or does not hash to its name (``problem`` in OBJECT_PROBLEMS)."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        self.location, self.problem = location, problem
+        super().__init__(f"object {location}: {problem}")
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     model_id: str
@@ -61,8 +82,8 @@ class ModelRecord:
     board_type: str
     num_players: int
     created_at: datetime  # UTC, timezone-aware
-    stage: str  # candidate | production | archived
-    status: str  # ready | corrupt (verify() found the file missing or altered)
+    stage: str  # one of STAGES
+    status: str  # ready | corrupt (verify() or fetch() found the object missing or altered)
     path: str  # absolute path of the content-addressed file
     sha256: str
     size: int
@@ -77,6 +98,9 @@ class ModelRecord:
     parent_version: int | None
     run_id: str | None
     fencing_token: int | None
+    # True when parent_model_id names a model outside this registry (e.g. an upstream
+    # ``model_v3_20241210``): recorded as given, without version or cycle checks.
+    parent_external: bool = False
 
     @property
     def parent(self) -> str | None:
@@ -107,6 +131,29 @@ class StageEvent:
 
 
 @dataclass(frozen=True)
+class FleetRun:
+    """One training run as the fleet sees it (the registry's ``runs`` table)."""
+
+    run_id: str
+    config_key: str
+    node: str
+    state: str  # one of daemon.runs.journal.STATES
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    usable_games: int | None
+    model_id: str | None
+    message: str | None
+    fencing_token: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("started_at", "updated_at", "finished_at"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+
+@dataclass(frozen=True)
 class Promotion:
     model_id: str
     config_key: str
@@ -124,7 +171,7 @@ class GcReport:
 @dataclass
 class VerifyProblem:
     model_id: str
-    problem: str  # missing | size_mismatch | digest_mismatch
+    problem: str  # one of OBJECT_PROBLEMS
 
 
 def _plain(obj: Any) -> Any:

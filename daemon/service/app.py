@@ -124,7 +124,7 @@ def build_app(settings: Settings, environ: dict[str, str], *, read_only: bool = 
         state / "decide.db", s.curriculum, configs=s.configs, read_only=read_only
     )
     triggers = TrainingTriggers.from_settings(s.triggers)
-    models = ModelRegistry(s.registry_dir, read_only=read_only)
+    models = ModelRegistry.from_settings(s, read_only=read_only)
     alerts = ServiceAlerts(health, view)
     sources = GameSources(s.game_dbs, s.configs, on_change=alerts.source_changed)
     t = s.training

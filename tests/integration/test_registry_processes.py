@@ -1,4 +1,5 @@
-"""Registry under real processes: concurrent writers, SIGKILL mid-registration, torch-free import."""
+"""Registry under real processes (SQLite file and real PostgreSQL): concurrent writers, SIGKILL
+mid-registration, torch-free import."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from daemon.registry import ModelRegistry
+from tests.support.registry_backends import registry_url
+
+__all__ = ["registry_url"]  # the parametrized fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,8 +27,9 @@ import json, os, sys
 from pathlib import Path
 from daemon.registry import ModelRegistry
 reg_dir, worker, n, work = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+url = sys.argv[5] or None
 ids = []
-with ModelRegistry(reg_dir) as reg:
+with ModelRegistry(reg_dir, url=url) as reg:
     for i in range(n):
         f = work / f"w{worker}-{i}.pt"
         f.write_bytes(os.urandom(4096 + 64 * i))
@@ -37,14 +42,14 @@ STOPPER = r"""
 import os, signal, sys
 from pathlib import Path
 from daemon.registry import ModelRegistry
-reg_dir, stop_at, model = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+reg_dir, stop_at, model, url = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4] or None
 
 def hook(point):
     if point == stop_at:
         print(point, flush=True)
         os.kill(os.getpid(), signal.SIGSTOP)
 
-with ModelRegistry(reg_dir, hook=hook) as reg:
+with ModelRegistry(reg_dir, url=url, hook=hook) as reg:
     reg.register(model, "square8", 2, fencing_token=3)
 """
 
@@ -57,15 +62,15 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def test_four_processes_25_registrations_each(tmp_path: Path) -> None:
+def test_four_processes_25_registrations_each(tmp_path: Path, registry_url: str | None) -> None:
     reg_dir = tmp_path / "reg"
-    with ModelRegistry(reg_dir):  # not required: writers create it too
+    with ModelRegistry(reg_dir, url=registry_url):  # not required: writers create it too
         pass
     work = tmp_path / "work"
     work.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(reg_dir), str(w), "25", str(work)],
+            [sys.executable, "-c", WRITER, str(reg_dir), str(w), "25", str(work), registry_url or ""],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -80,7 +85,7 @@ def test_four_processes_25_registrations_each(tmp_path: Path) -> None:
         assert p.returncode == 0, err
         ids += json.loads(out.strip().splitlines()[-1])  # structlog prints to stdout too
     assert len(set(ids)) == 100
-    with ModelRegistry(reg_dir) as reg:
+    with ModelRegistry(reg_dir, url=registry_url) as reg:
         models = reg.list_models(config="square8_2p")
         assert sorted(m.version for m in models) == list(range(1, 101))
         assert sorted(m.model_id for m in models) == sorted(ids)
@@ -104,12 +109,14 @@ def _wait_stopped(proc: subprocess.Popen[str], deadline: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("stop_at", ["copied", "published"])
-def test_sigkill_between_copy_and_commit_leaves_nothing(tmp_path: Path, stop_at: str) -> None:
+def test_sigkill_between_copy_and_commit_leaves_nothing(
+    tmp_path: Path, stop_at: str, registry_url: str | None
+) -> None:
     reg_dir = tmp_path / "reg"
     model = tmp_path / "m.pt"
     model.write_bytes(os.urandom(10_000))
     proc = subprocess.Popen(
-        [sys.executable, "-c", STOPPER, str(reg_dir), stop_at, str(model)],
+        [sys.executable, "-c", STOPPER, str(reg_dir), stop_at, str(model), registry_url or ""],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -120,20 +127,17 @@ def test_sigkill_between_copy_and_commit_leaves_nothing(tmp_path: Path, stop_at:
         assert proc.stdout is not None and proc.stdout.readline().strip() == stop_at
         _wait_stopped(proc)
         objects = reg_dir / "objects" / "sha256"
-        leftovers = sorted(objects.iterdir())
-        assert len(leftovers) == 1
-        if stop_at == "copied":
-            assert leftovers[0].name.startswith(".tmp-")
-            # A live writer's temp file is not swept by another process's open().
-            with ModelRegistry(reg_dir) as other:
-                assert other.sweep_temp_files() == [] and leftovers[0].exists()
-        else:
-            assert leftovers[0].name == f"{_sha(model)}.pt"
+        # The object is published when staged (young, so GC keeps it); the row never came.
+        assert [p.name for p in objects.iterdir()] == [f"{_sha(model)}.pt"]
+        if stop_at == "copied":  # (at "published" the stopped writer holds the write lock)
+            with ModelRegistry(reg_dir, url=registry_url) as other:  # another process's open() and GC
+                assert other.sweep_temp_files() == []
+                assert other.collect_garbage().orphans_kept == [str(objects / f"{_sha(model)}.pt")]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    with ModelRegistry(reg_dir) as reg:  # the next start
+    with ModelRegistry(reg_dir, url=registry_url) as reg:  # the next start
         assert reg.list_models() == [] and reg.get_latest("square8_2p") is None
         reg.collect_garbage(now=datetime.now(UTC) + timedelta(hours=2))
         assert list(reg.objects_dir.iterdir()) == []

@@ -21,6 +21,8 @@ COMMANDS: list[tuple[list[str], list[str]]] = [
     (["registry", "show"], ["square8_2p-v1"]),
     (["registry", "lineage"], ["square8_2p-v1", "--json"]),
     (["registry", "promote"], ["square8_2p-v1"]),
+    (["registry", "verify"], ["--stage", "production"]),
+    (["registry", "pull"], ["square8_2p", "--out", "m.pt"]),
     (["selfplay-sim"], ["--db", "g.db", "--key", "square8_2p"]),
 ]
 

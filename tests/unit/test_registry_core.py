@@ -1,10 +1,10 @@
-"""Registry behaviour on a real SQLite file in tmp_path (fake checkpoints: random bytes)."""
+"""Registry behaviour on both record stores: a real SQLite file in tmp_path and a real PostgreSQL
+database (fake checkpoints: random bytes)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,9 @@ from daemon.registry import (
     RegistryError,
     register_trained_model,
 )
+from tests.support.registry_backends import RAW_ERRORS, raw_execute, registry_url
+
+__all__ = ["registry_url"]  # the parametrized fixture, imported for pytest
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -36,8 +39,8 @@ def _objects(reg: ModelRegistry) -> list[str]:
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> ModelRegistry:
-    r = ModelRegistry(tmp_path / "registry")
+def reg(tmp_path: Path, registry_url: str | None) -> ModelRegistry:
+    r = ModelRegistry(tmp_path / "registry", url=registry_url)
     r.open()
     yield r  # type: ignore[misc]
     r.close()
@@ -138,14 +141,14 @@ def test_fencing_7_then_5_rejected_then_8(reg: ModelRegistry, tmp_path: Path) ->
 def test_fencing_recheck_inside_transaction(reg: ModelRegistry, tmp_path: Path) -> None:
     """A token accepted by another writer after the early check is still caught before publishing."""
     m = _model(tmp_path, "a.pt")
-    other = ModelRegistry(reg.registry_dir)
+    other = ModelRegistry(reg.registry_dir, url=reg.url)
 
     def hook(point: str) -> None:
         if point == "copied":
             with other:
                 other.register(_model(tmp_path, "b.pt"), "square8", 2, fencing_token=9)
 
-    racer = ModelRegistry(reg.registry_dir, hook=hook)
+    racer = ModelRegistry(reg.registry_dir, url=reg.url, hook=hook)
     with racer, pytest.raises(FencingTokenRejected):
         racer.register(m, "square8", 2, fencing_token=4)
     assert [r.fencing_token for r in reg.list_models()] == [9]
@@ -176,9 +179,7 @@ def test_lineage_chain_and_cycles(reg: ModelRegistry, tmp_path: Path) -> None:
         reg.register(_model(tmp_path, "5.pt"), "square8", 2, parent_model_id="square8_2p-v99")
     assert len(reg.list_models()) == 3 and len(_objects(reg)) == 3
     # A cycle can only come from outside tampering; registration and lineage must both survive it.
-    with sqlite3.connect(reg.root / "registry.db") as db:
-        db.execute("UPDATE models SET parent_model_id = ? WHERE model_id = ?", (v3, v1))
-    db.close()
+    raw_execute(reg, "UPDATE models SET parent_model_id = ? WHERE model_id = ?", (v3, v1))
     with pytest.raises(LineageError, match="cycle"):
         reg.register(_model(tmp_path, "6.pt"), "square8", 2, parent_model_id=v3)
     assert [r.model_id for r in reg.get_lineage(v3)] == [v3, v2, v1]
@@ -219,14 +220,11 @@ def test_promotion_is_per_config(reg: ModelRegistry, tmp_path: Path) -> None:
 
 def test_history_is_append_only(reg: ModelRegistry, tmp_path: Path) -> None:
     reg.register(_model(tmp_path, "a.pt"), "square8", 2)
-    db = sqlite3.connect(reg.root / "registry.db")
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            db.execute("DELETE FROM stage_events")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            db.execute("UPDATE stage_events SET reason = 'x'")
-    finally:
-        db.close()
+    with pytest.raises(RAW_ERRORS, match="append-only"):
+        raw_execute(reg, "DELETE FROM stage_events")
+    with pytest.raises(RAW_ERRORS, match="append-only"):
+        raw_execute(reg, "UPDATE stage_events SET reason = 'x'")
+    assert [e.reason for e in reg.get_history()] == ["registered"]
 
 
 def test_verify_marks_corrupt_and_promote_refuses(reg: ModelRegistry, tmp_path: Path) -> None:
@@ -250,12 +248,15 @@ def test_garbage_collection_respects_grace(reg: ModelRegistry, tmp_path: Path) -
     keep = reg.register(_model(tmp_path, "a.pt"), "square8", 2)
     orphan = reg.objects_dir / ("ab" * 32 + ".pt")
     orphan.write_bytes(b"orphan")
-    dead_tmp = reg.objects_dir / ".tmp-1-dead.pt"
+    dead_tmp = reg.objects_dir / ".tmp-otherhost-1-dead.pt"
     dead_tmp.write_bytes(b"partial")
     now = datetime.fromtimestamp(orphan.stat().st_mtime, UTC)
+    # Temp files and orphans both get their grace (no lock tells a live writer from a dead one).
     rep = reg.collect_garbage(now=now + timedelta(seconds=10))
-    assert rep.temp_removed == [str(dead_tmp)] and rep.orphans_kept == [str(orphan)] and orphan.exists()
+    assert rep.temp_removed == [] and rep.orphans_kept == [str(orphan)] and orphan.exists()
+    assert dead_tmp.exists()
     rep = reg.collect_garbage(now=now + timedelta(hours=2))
+    assert rep.temp_removed == [str(dead_tmp)] and not dead_tmp.exists()
     assert rep.orphans_removed == [str(orphan)] and not orphan.exists()
     assert Path(reg.require_model(keep).path).exists()
 
