@@ -37,6 +37,8 @@ from daemon.training.step import Parent, TrainStep
 
 log = structlog.get_logger(__name__)
 
+# The warm-start parent's verified local copy, inside the run's directory.
+PARENT_NAME = "parent.pt"
 # The trainer's last progress fields that become the model's recorded metrics.
 METRIC_KEYS = (
     "train_loss",
@@ -257,7 +259,10 @@ class OptimizedTrainingPipeline:
         key, result, export = run.key, run.result, run.export
         assert export is not None
         self._check(run, "training")
-        run.parent = self.registrar.parent(key)
+        out_dir = self.runs_dir / run.run_id
+        run.parent = await asyncio.to_thread(
+            self.registrar.parent, key, out_dir / PARENT_NAME, now=datetime.now(UTC)
+        )
         self._state(
             run,
             "training",
@@ -280,7 +285,7 @@ class OptimizedTrainingPipeline:
                 key,
                 run.run_id,
                 export,
-                self.runs_dir / run.run_id,
+                out_dir,
                 run.parent,
                 result.fencing_token,
                 cancel,
@@ -350,7 +355,7 @@ class OptimizedTrainingPipeline:
             self._stop.pop(key, None)
             self.progress.pop(key, None)
             if not lost.is_set():  # still the holder: tell the other nodes, then release
-                done = ClusterRun(end, result.state, usable_games, result.model_id, self.node)
+                done = ClusterRun(end, result.state, usable_games, result.model_id, self.node, run.run_id)
                 await asyncio.to_thread(self.history.publish, key, done)
             await _close_lock(run.lease.lock)  # release, and close its connections (one lock per run)
             log.info(

@@ -183,6 +183,17 @@ class TrainingHealthMonitor:
     def set_model_count(self, key: str, model_count: int, now: datetime | None = None) -> None:
         self._update(key, resolve_now(now).timestamp(), model_count=int(model_count))
 
+    def record_fleet_success(self, key: str, finished_at: datetime, now: datetime | None = None) -> None:
+        """A success of ``key`` anywhere in the fleet (DESIGN 11): failures recorded here before it
+        are cleared, as a local success would; failures after it still count."""
+        now = resolve_now(now)
+        t = finished_at.timestamp()
+        old = self._configs.get(validate_config_key(key))
+        if old is None or old.consecutive_failures == 0 or (old.last_failure or 0.0) > t:
+            return
+        self._update(key, now.timestamp(), consecutive_failures=0, last_success=max(t, old.last_success or t))
+        self.evaluate(now)
+
     def set_condition(
         self,
         key: str | None,

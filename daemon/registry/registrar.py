@@ -7,6 +7,7 @@ warm-start from, and how many models the config has.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,14 @@ class Registrar:
         # inside the registry's write transaction; None with node-local file locks.
         self.fence_check = fence_check
 
-    def parent(self, config: str) -> Parent | None:
-        rec = self.models.get_production(config) or self.models.get_latest(config)
-        return Parent(rec.model_id, Path(rec.path)) if rec is not None else None
+    def parent(self, config: str, dest: Path, *, now: datetime) -> Parent | None:
+        """The fleet's production model of ``config`` (else its newest candidate; never a
+        rejected or corrupt one), fetched to ``dest`` and verified; None: train from scratch.
+
+        Blocking (copies and hashes the checkpoint): run it in a worker thread."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        rec = self.models.warm_start(config, dest, now=now)
+        return Parent(rec.model_id, dest) if rec is not None else None
 
     def model_count(self, config: str) -> int:
         return len(self.models.list_models(config=config))

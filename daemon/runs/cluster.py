@@ -30,6 +30,7 @@ class ClusterRun:
     usable_games: int | None
     model_id: str | None
     node: str
+    run_id: str | None = None
 
     def as_json(self) -> str:
         return json.dumps({**self.__dict__, "finished_at": self.finished_at.isoformat()})
@@ -43,6 +44,7 @@ class ClusterRun:
             d.get("usable_games"),
             d.get("model_id"),
             d.get("node", "?"),
+            d.get("run_id"),
         )
 
 

@@ -52,3 +52,10 @@ class ServiceAlerts:
             message=reason,
             now=datetime.now(UTC),
         )
+
+    # -- the registry -----------------------------------------------------------------
+    def registry_availability(self, available: bool, reason: str, now: datetime) -> None:
+        """Raise (or resolve) ``registry_unavailable``: no run can register, so none starts."""
+        self.health.set_condition(
+            None, "registry_unavailable", active=not available, severity="critical", message=reason, now=now
+        )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -26,9 +28,11 @@ from daemon.export.exporter import Exporter
 from daemon.locks.admin import ClusterFence
 from daemon.locks.factory import LockFactory
 from daemon.pipeline import OptimizedTrainingPipeline
+from daemon.registry.records import RegistryError
 from daemon.registry.registrar import Registrar
 from daemon.registry.registry import ModelRegistry
 from daemon.runs.cluster import ClusterState
+from daemon.runs.fleet import MergedHistory, RegistryHistory
 from daemon.runs.journal import RunJournal
 from daemon.service.alerts import ServiceAlerts
 from daemon.service.evaluator import Evaluator
@@ -57,7 +61,8 @@ class App:
     models: ModelRegistry
     sources: GameSources
     runner: TrainerRunner
-    history: ClusterState
+    cluster: ClusterState
+    history: MergedHistory
     alerts: ServiceAlerts
     locks: LockFactory
     registrar: Registrar
@@ -73,7 +78,11 @@ class App:
         self.journal.open()
         self.health.open()
         self.curriculum.open()
-        self.models.open()
+        try:
+            self.models.open()
+        except RegistryError as e:  # e.g. PostgreSQL down: serve /metrics and status, dispatch nothing
+            log.error("registry.unavailable", error=str(e))
+            self.alerts.registry_availability(False, f"registry unavailable: {e}", datetime.now(UTC))
         await self.locks.start(announce=not self.read_only)
         backend = self.locks.backend
         self.alerts.lock_backend = backend
@@ -81,7 +90,7 @@ class App:
         if backend == "redis" and s.redis is not None:
             r = s.redis
             password = r.resolved_password()
-            self.history.enable(r.url, password, r.key_prefix, r.connect_timeout)
+            self.cluster.enable(r.url, password, r.key_prefix, r.connect_timeout)
             self.registrar.fence_check = ClusterFence(r.url, password, r.key_prefix, r.connect_timeout)
         self.view.lock_backend = backend
         self.view.lock_backend_reason = self.locks.reason
@@ -104,6 +113,23 @@ def features(settings: Settings, locks: LockFactory, sources: GameSources) -> di
         "torch_in_service": False,
         "game_dbs": [str(p) for p in sources.paths()],
     }
+
+
+def fence_floor(models: ModelRegistry) -> Callable[[str], int]:
+    """The lowest token worth issuing for a config: the registry's highest accepted one.
+
+    Only saves a doomed run (the registry refuses a lower token anyway, inside its write
+    transaction); an unreachable registry gives 0, so the lock service still works and the
+    refusal, if any, happens where the write lands."""
+
+    def floor(config: str) -> int:
+        try:
+            return models.highest_token(config)
+        except RegistryError as e:
+            log.warning("lock.fence_floor_unavailable", config=config, reason=str(e))
+            return 0
+
+    return floor
 
 
 def build_app(settings: Settings, environ: dict[str, str], *, read_only: bool = False) -> App:
@@ -136,7 +162,8 @@ def build_app(settings: Settings, environ: dict[str, str], *, read_only: bool = 
         env=child_env(environ),
         nproc_per_node=t.nproc_per_node,
     )
-    history = ClusterState()
+    cluster = ClusterState()  # enabled at start when the Redis lock backend is selected
+    history = MergedHistory([RegistryHistory(models), cluster])
     locks = LockFactory(
         s.redis,
         s.locks,
@@ -187,6 +214,7 @@ def build_app(settings: Settings, environ: dict[str, str], *, read_only: bool = 
         models=models,
         sources=sources,
         runner=runner,
+        cluster=cluster,
         history=history,
         alerts=alerts,
         locks=locks,

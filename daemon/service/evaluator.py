@@ -18,6 +18,7 @@ from daemon.decide.curriculum import CurriculumFeedback
 from daemon.decide.health import TrainingHealthMonitor
 from daemon.decide.ingest import ingest_evaluation_games
 from daemon.decide.triggers import TrainingTriggers
+from daemon.registry.records import RegistryError
 from daemon.registry.registry import ModelRegistry
 from daemon.runs.cluster import EMPTY, ClusterView, RunHistory
 from daemon.runs.journal import RunJournal
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
     from daemon.pipeline import OptimizedTrainingPipeline
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a tick needs of the registry about one config, read once per tick."""
+
+    count: int
+    latest_id: str | None
+    latest_created: datetime | None
+    production_id: str | None
 
 
 @dataclass
@@ -76,6 +87,9 @@ class Evaluator:
         self._last_usable: dict[str, int] = {}
         self.cluster: ClusterView = EMPTY
         self._eval_marks: Watermarks = {}
+        # The last registry read that worked; kept while the registry is unreachable.
+        self.models_facts: dict[str, ModelFacts] = {}
+        self.registry_problem: str | None = None
 
     def apply_poll(self, poll: PollResult, now: datetime) -> None:
         self.poll = poll
@@ -100,8 +114,38 @@ class Evaluator:
             cv.skipped = totals.skipped.as_dict()
 
     async def refresh_cluster(self) -> None:
-        """Runs other nodes finished (Redis backend only; a no-op with file locks)."""
-        self.cluster = await asyncio.to_thread(self.history.read, self.configs)
+        """Runs finished anywhere in the fleet (the registry's runs, and Redis's with that backend)."""
+        try:
+            self.cluster = await asyncio.to_thread(self.history.read, self.configs)
+        except RegistryError as e:  # keep the last view; read_models raises the alert
+            log.warning("cluster.read_failed", reason=str(e))
+
+    def read_models(self, now: datetime) -> bool:
+        """Read the registry facts of every config once (blocking, a few queries each).
+
+        An unreachable registry (PostgreSQL down) keeps the last facts, raises the critical
+        ``registry_unavailable`` alert and makes every decision wait: runs fail closed."""
+        try:
+            facts = {}
+            for key in self.configs:
+                models = self.models.list_models(config=key)
+                latest = self.models.get_latest(key)
+                prod = self.models.get_production(key)
+                facts[key] = ModelFacts(
+                    len(models),
+                    latest.model_id if latest else None,
+                    latest.created_at if latest else None,
+                    prod.model_id if prod else None,
+                )
+        except RegistryError as e:
+            self.registry_problem = f"registry unavailable: {e}"
+            self.alerts.registry_availability(False, self.registry_problem, now)
+            return False
+        self.models_facts = facts
+        if self.registry_problem is not None:
+            self.registry_problem = None
+            self.alerts.registry_availability(True, "registry reachable again", now)
+        return True
 
     def _last(self, key: str, success: bool) -> tuple[datetime | None, int | None, str | None]:
         """(finished_at, usable_games, model_id) of the newest run here or on any node."""
@@ -116,14 +160,18 @@ class Evaluator:
 
     async def ingest(self, now: datetime) -> int:
         """Feed the curriculum with new evaluation games of each config's current model."""
-        found = await asyncio.to_thread(
-            collect_evaluation_games,
-            self.configs,
-            self.sources,
-            self.models,
-            self.evaluation_sources,
-            self._eval_marks,
-        )
+        try:
+            found = await asyncio.to_thread(
+                collect_evaluation_games,
+                self.configs,
+                self.sources,
+                self.models,
+                self.evaluation_sources,
+                self._eval_marks,
+            )
+        except RegistryError as e:  # nothing read: the watermarks did not move; next poll retries
+            log.warning("curriculum.ingest_failed", reason=str(e))
+            return 0
         n = 0
         for key, model_id, games in found:
             report = ingest_evaluation_games(self.curriculum, key, games, model_id, now=now)
@@ -134,17 +182,24 @@ class Evaluator:
         base = self._last(key, True)[1]
         return max(0, usable - (base or 0))
 
+    def _facts(self, key: str) -> ModelFacts:
+        return self.models_facts.get(key, ModelFacts(0, None, None, None))
+
     def _model_count(self, key: str) -> int:
-        # A model trained on another node counts: its registry is not ours.
-        local = len(self.models.list_models(config=key))
-        return max(local, 1 if self._last(key, True)[2] else 0)
+        # A model trained on another node counts, even when that node keeps its own registry.
+        return max(self._facts(key).count, 1 if self._last(key, True)[2] else 0)
 
     def decide(self, now: datetime, running: set[str]) -> dict[str, Decision]:
+        if not self.read_models(now):
+            problem = self.registry_problem or "registry unavailable"
+            return {key: Decision(key, False, problem, 0.0) for key in self.configs}
         counts = {key: self._model_count(key) for key in self.configs}
         for key, models in counts.items():
             # The registry is the source of truth for model counts (models may predate decide.db).
             self.curriculum.set_model_count(key, models)
             self.health.set_model_count(key, models, now=now)
+        for key, run in self.cluster.last_success.items():  # a success anywhere clears failures here
+            self.health.record_fleet_success(key, run.finished_at, now=now)
         weights = self.curriculum.get_curriculum_weights(now=now)
         out: dict[str, Decision] = {}
         for key in self.configs:
@@ -153,14 +208,14 @@ class Evaluator:
             metrics = self.curriculum.get_config_metrics(key, now=now)
             if metrics.win_rate is not None:
                 self.health.record_win_rate(key, win_rate=metrics.win_rate, now=now)
-            latest = self.models.get_latest(key)
+            latest_at = self._facts(key).latest_created
             self.triggers.update_config_state(
                 key,
                 games_count=usable,
                 new_games=self._new_games(key, usable),
                 win_rate=metrics.win_rate,
                 model_count=models,
-                last_training_time=self._last(key, True)[0] or (latest.created_at if latest else None),
+                last_training_time=self._last(key, True)[0] or latest_at,
                 last_run_time=self._last(key, False)[0],
                 curriculum_weight=weights.get(key, 1.0),
             )
@@ -199,10 +254,8 @@ class Evaluator:
             run = self.pipeline.active.get(key)
             cv.run = dict(run) if run else None
             cv.trainer = dict(self.pipeline.progress.get(key, {})) if cv.is_running else {}
-            latest = self.models.get_latest(key)
-            prod = self.models.get_production(key)
-            cv.latest_model = latest.model_id if latest else None
-            cv.production_model = prod.model_id if prod else None
+            facts = self._facts(key)
+            cv.latest_model, cv.production_model = facts.latest_id, facts.production_id
             cv.model_count = self._model_count(key)
             cv.win_rate = self.curriculum.get_config_metrics(key, now=now).win_rate
             # The health monitor is the one count of failures since the last success.

@@ -29,7 +29,7 @@ def collect_evaluation_games(
     out: list[tuple[str, str, list[Game]]] = []
     wanted = tuple(evaluation_sources)
     for key in configs:
-        model = models.get_production(key) or models.get_latest(key)
+        model = models.warm_start_parent(key)  # the config's current model: never a rejected one
         if model is None:
             continue
         games: list[Game] = []

@@ -29,6 +29,7 @@ ALERT_KINDS = (
     "low_win_rate",
     "source_unhealthy",
     "lock_unavailable",
+    "registry_unavailable",
 )
 
 

@@ -26,6 +26,7 @@ TIMED = {
     "record_training_complete",
     "record_data_update",
     "record_win_rate",
+    "record_fleet_success",
     "set_condition",
     "evaluate",
     "get_health_status",

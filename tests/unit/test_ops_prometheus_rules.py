@@ -8,17 +8,11 @@ from typing import Any
 
 import yaml
 
+from daemon.service.metrics import ALERT_KINDS
+
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
-KINDS = {
-    "stalled_training",
-    "consecutive_failures",
-    "stale_model",
-    "stale_data",
-    "low_win_rate",
-    "source_unhealthy",
-    "lock_unavailable",
-}
+KINDS = set(ALERT_KINDS)  # every alert kind the daemon raises has a rule
 METRIC = re.compile(r"\b(ringrift_[a-z0-9_]+)")
 SUFFIX = re.compile(r"_(bucket|sum|count|created)$")
 
