@@ -91,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=None, help="NPZ path (default data_dir/training/CONFIG.npz)"
     )
     cmd("health", "health status and active alerts")
+    ev = cmd("evaluation", "evaluation work for the promotion tests", json=False)
+    ev_actions = ev.add_subparsers(
+        dest="evaluation_action", required=True, metavar="ACTION", help="what to list"
+    )
+    pend = ev_actions.add_parser(
+        "pending",
+        help="the candidate/production pairs whose test still needs games",
+        description="the candidate/production pairs whose test still needs games",
+        parents=[common],
+        allow_abbrev=False,
+    )
+    pend.add_argument("--json", action="store_true", help=JSON_HELP)
     cmd("locks", "held training locks (holder, token, TTL left)")
     rg = cmd("registry", "model registry: list | show | lineage | promote | verify | pull", json=False)
     add_registry_arguments(rg, parents=[common])
@@ -167,6 +179,12 @@ def _health(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -
     return cli_health(settings, as_json=args.json)
 
 
+def _evaluation(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
+    from daemon.cli.evaluation import cli_evaluation
+
+    return cli_evaluation(settings, as_json=args.json, environ=env)
+
+
 def _locks(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
     from daemon.cli.locks import cli_locks
 
@@ -205,6 +223,7 @@ _HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, dict[str, str]], in
     "train": _train,
     "export": _export,
     "health": _health,
+    "evaluation": _evaluation,
     "locks": _locks,
     "registry": _registry,
     "selfplay-sim": _selfplay,

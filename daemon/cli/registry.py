@@ -179,10 +179,18 @@ def _act(
     if action == "lineage":
         chain = reg.get_lineage(model_id)
         keys = ("model_id", "version", "parent_model_id", "parent_version", "stage", "data_hash", "run_id")
+        # How each model left "candidate": the promotion test's numbers are in that event's reason.
+        decided = {
+            e.model_id: e.reason
+            for e in reg.get_history(config=chain[0].config_key)
+            if e.from_stage == "candidate" and e.to_stage in ("production", "rejected")
+        }
         entries = [{**{k: getattr(r, k) for k in keys}, "created_at": r.created_at.isoformat(),
-                    "fencing_token": r.fencing_token} for r in chain]  # fmt: skip
+                    "fencing_token": r.fencing_token, "promotion": decided.get(r.model_id)}
+                   for r in chain]  # fmt: skip
         text = "\n".join(
             f"{'  ' * i}{r.model_id} (v{r.version}, {r.stage}, data {(r.data_hash or '-')[:12]})"
+            + (f": {decided[r.model_id]}" if r.model_id in decided else "")
             for i, r in enumerate(chain)
         )
         return {"model_id": model_id, "lineage": entries}, text

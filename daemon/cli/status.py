@@ -41,6 +41,8 @@ def _print_table(report: dict[str, Any]) -> None:
         if c["latest_model"]:
             prod = c.get("production_model")
             extra.append(f"latest model {c['latest_model']}" + (f", production {prod}" if prod else ""))
+        if c.get("promotion"):
+            extra.append(f"promotion {c['promotion']['line']}")
         for a in c["alerts"]:
             extra.append(f"{a['severity'].upper()} {a['kind']}: {a['message']}")
         for e in extra:

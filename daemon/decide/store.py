@@ -22,7 +22,7 @@ from typing import Any
 
 from daemon import sqlite
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: promotion tests
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -46,7 +46,13 @@ _SCHEMA = (
     severity TEXT NOT NULL, message TEXT NOT NULL, since REAL NOT NULL, external INTEGER NOT NULL,
     PRIMARY KEY (config, kind, subject)
 )""",
-    """INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1')""",
+    """CREATE TABLE IF NOT EXISTS promotion_state (config TEXT PRIMARY KEY, state TEXT NOT NULL)""",
+    # The evaluation games a test counted: each game counts once, across restarts.
+    """CREATE TABLE IF NOT EXISTS promotion_games (
+    config TEXT NOT NULL, candidate TEXT NOT NULL, game_id TEXT NOT NULL,
+    PRIMARY KEY (config, candidate, game_id)
+)""",
+    """INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '2')""",
 )
 
 
@@ -189,6 +195,37 @@ class DecideStore:
         _check_table(table)
         return {r[0]: r[1] for r in self.query(f"SELECT config, state FROM {table}")}
 
+    # -- promotion tests ------------------------------------------------------
+    def count_games(self, config: str, candidate: str, game_ids: Sequence[str], state: str) -> set[str]:
+        """Record ``game_ids`` as counted for the test and store its new ``state``, in one
+        transaction; return the ids that were new (the caller adds only their results)."""
+        with self.write() as c:
+            new = set()
+            for gid in game_ids:
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO promotion_games(config, candidate, game_id) VALUES (?,?,?)",
+                    (config, candidate, gid),
+                )
+                if cur.rowcount == 1:
+                    new.add(gid)
+            c.execute(
+                "INSERT INTO promotion_state(config, state) VALUES (?,?) "
+                "ON CONFLICT(config) DO UPDATE SET state=excluded.state",
+                (config, state),
+            )
+        return new
+
+    def counted_games(self, config: str, candidate: str) -> set[str]:
+        rows = self.query(
+            "SELECT game_id FROM promotion_games WHERE config=? AND candidate=?", (config, candidate)
+        )
+        return {r[0] for r in rows}
+
+    def end_test(self, config: str, candidate: str) -> None:
+        """Forget a closed test's counted games (its result is in the registry's stage history)."""
+        with self.write() as c:
+            c.execute("DELETE FROM promotion_games WHERE config=? AND candidate=?", (config, candidate))
+
     # -- alerts ---------------------------------------------------------------
     def upsert_alert(
         self, config: str, kind: str, subject: str, severity: str, message: str, since: float, external: bool
@@ -216,7 +253,7 @@ class DecideStore:
         return [(r[0], r[1], r[2], r[3], r[4], float(r[5]), bool(r[6])) for r in rows]
 
 
-_TABLES = frozenset({"trigger_state", "health_configs"})
+_TABLES = frozenset({"trigger_state", "health_configs", "promotion_state"})
 
 
 def _check_table(table: str) -> None:

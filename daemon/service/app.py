@@ -23,6 +23,7 @@ from daemon import __version__
 from daemon.data.sources import GameSources
 from daemon.decide.curriculum import CurriculumFeedback
 from daemon.decide.health import TrainingHealthMonitor
+from daemon.decide.store import DecideStore
 from daemon.decide.triggers import TrainingTriggers
 from daemon.export.exporter import Exporter
 from daemon.locks.admin import ClusterFence
@@ -38,6 +39,7 @@ from daemon.service.alerts import ServiceAlerts
 from daemon.service.evaluator import Evaluator
 from daemon.service.metrics import Metrics, build_registry
 from daemon.service.notify import child_env
+from daemon.service.promoter import Promoter
 from daemon.service.view import ServiceView
 from daemon.settings import Settings
 from daemon.training.runner import TrainerRunner
@@ -68,6 +70,7 @@ class App:
     registrar: Registrar
     pipeline: OptimizedTrainingPipeline
     evaluator: Evaluator
+    promoter: Promoter
 
     async def start(self) -> None:
         """Create the state directories, open the stores, choose the lock backend once."""
@@ -78,6 +81,7 @@ class App:
         self.journal.open()
         self.health.open()
         self.curriculum.open()
+        self.promoter.store.open()
         try:
             self.models.open()
         except RegistryError as e:  # e.g. PostgreSQL down: serve /metrics and status, dispatch nothing
@@ -99,6 +103,7 @@ class App:
         await asyncio.to_thread(self.sources.close)
         self.models.close()
         self.curriculum.close()
+        self.promoter.store.close()
         self.health.close()
         self.journal.close()
 
@@ -200,6 +205,16 @@ def build_app(settings: Settings, environ: dict[str, str], *, read_only: bool = 
         view=view,
         pipeline=pipeline,
     )
+    promoter = Promoter(
+        configs=s.configs,
+        settings=s.promotion,
+        evaluation_sources=s.curriculum.evaluation_sources,
+        models=models,
+        sources=sources,
+        store=DecideStore(state / "decide.db", read_only=read_only),
+        locks=locks,
+        metrics=metrics,
+    )
     return App(
         settings=s,
         node=node,
@@ -221,4 +236,5 @@ def build_app(settings: Settings, environ: dict[str, str], *, read_only: bool = 
         registrar=registrar,
         pipeline=pipeline,
         evaluator=evaluator,
+        promoter=promoter,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -82,6 +82,30 @@ class Metrics:
             ["event"],
             registry=registry,
         )
+        self.promotion_llr = Gauge(
+            "ringrift_promotion_llr",
+            "Log-likelihood ratio of the config's open promotion test (accept at the upper bound).",
+            ["config"],
+            registry=registry,
+        )
+        self.promotion_games = Gauge(
+            "ringrift_promotion_games",
+            "Evaluation games counted by the config's open promotion test.",
+            ["config"],
+            registry=registry,
+        )
+        self.promotion_max_games = Gauge(
+            "ringrift_promotion_max_games",
+            "The game cap of the config's open promotion test (its fallback decides there).",
+            ["config"],
+            registry=registry,
+        )
+        self.promotion_decisions = Counter(
+            "ringrift_promotion_decisions",
+            "Promotion tests decided, by result (accepted, rejected).",
+            ["config", "result"],
+            registry=registry,
+        )
         # Known label sets export 0 instead of being absent.
         for key in config_keys:
             for outcome in RUN_OUTCOMES:
@@ -89,6 +113,8 @@ class Metrics:
             for result in EXPORT_RESULTS:
                 self.exports.labels(key, result)
             self.lease_lost.labels(key)
+            for result in ("accepted", "rejected"):
+                self.promotion_decisions.labels(key, result)
         for event in ("error", "missed", "max_instances"):
             self.scheduler_events.labels(event)
 

@@ -25,6 +25,8 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
         ev = app.evaluator
         poll = await asyncio.to_thread(app.sources.poll)
         ev.apply_poll(poll, now)
+        await asyncio.to_thread(app.promoter.update, now)  # the tests as they stand; nothing acted on
+        app.promoter.publish(app.view)
         ev.show_health(now)
         running = {r.config for r in app.journal.in_flight()}
         await ev.refresh_cluster()

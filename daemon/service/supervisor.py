@@ -124,6 +124,7 @@ class Service:
         now = datetime.now(UTC)
         self.evaluator.apply_poll(poll, now)
         await self.evaluator.ingest(now)
+        await self.app.promoter.tick(now, self.app.view)
 
     async def decide_job(self) -> None:
         await self.decide(datetime.now(UTC))
@@ -170,6 +171,7 @@ class Service:
         poll = await asyncio.to_thread(self.app.sources.poll)
         self.evaluator.apply_poll(poll, now)
         await self.evaluator.ingest(now)
+        await self.app.promoter.tick(now, self.app.view)
         self.evaluator.evaluate_health(now)
         return await self.decide(now)
 

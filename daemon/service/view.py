@@ -30,6 +30,8 @@ class ConfigView:
     run: dict[str, Any] | None = None
     latest_model: str | None = None
     production_model: str | None = None
+    # The open promotion test (challenger vs production, LLR, bounds, Elo), None without one.
+    promotion: dict[str, Any] | None = None
     model_count: int = 0
     win_rate: float | None = None
     consecutive_failures: int = 0
@@ -52,6 +54,7 @@ class ConfigView:
             "run": self.run,
             "latest_model": self.latest_model,
             "production_model": self.production_model,
+            "promotion": self.promotion,
             "model_count": self.model_count,
             "win_rate": self.win_rate,
             "consecutive_failures": self.consecutive_failures,

@@ -16,6 +16,7 @@ COMMANDS: list[tuple[list[str], list[str]]] = [
     (["train"], ["square8_2p", "--force"]),
     (["export"], ["hex8_3p", "--output", "x.npz"]),
     (["health"], []),
+    (["evaluation", "pending"], ["--json"]),
     (["locks"], []),
     (["registry", "list"], ["--key", "square8_2p"]),
     (["registry", "show"], ["square8_2p-v1"]),
