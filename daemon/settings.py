@@ -259,9 +259,23 @@ class PromotionSettings(_Section):
 
 
 class DemoSettings(_Section):
+    """``run --demo``: synthetic self-play plus evaluation games, bounded so it ends quickly."""
+
     config: str = "square8_2p"
-    rate: float = Field(default=20.0, gt=0)
+    rate: float = Field(default=20.0, gt=0)  # self-play games per second
     db: Path = Path("data/games/demo.db")
+    # Self-play stops after this many games (about 25 KB each: the database stays small).
+    max_games: int = Field(default=1500, ge=1, le=1_000_000)
+    # Every new candidate plays evaluation games against production, this much stronger
+    # (Elo), in batches, until its promotion test decides or this many games were played.
+    candidate_elo: float = Field(default=150.0, ge=-1000, le=1000)
+    evaluation_batch: int = Field(default=40, ge=1, le=10_000)
+    evaluation_games: int = Field(default=600, ge=1, le=100_000)
+    # Training and triggers of the demo: small and quick on a CPU.
+    epochs: int = Field(default=2, ge=1, le=1000)
+    channels: int = Field(default=16, ge=1, le=1024)
+    blocks: int = Field(default=1, ge=1, le=64)
+    min_interval: float = Field(default=45.0, ge=0, le=86400)
 
     @field_validator("config")
     @classmethod
