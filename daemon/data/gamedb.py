@@ -51,6 +51,7 @@ from daemon.data.games import (  # re-exported: callers import the game records 
     stream_games,
 )
 from daemon.data.opening import (
+    HOT_JOURNAL,
     REQUIRED_GAME_COLUMNS,
     REQUIRED_MOVE_COLUMNS,
     Identity,
@@ -206,7 +207,9 @@ class GameDB:
             self._reset()
             raise NotARegularFile(self.path, problem)
         try:
-            sidecar_problem(self.path)
+            # An open connection holds its -wal and -shm; each read transaction of a rollback-mode
+            # file may open a hot -journal. (A new connection checks all three.)
+            sidecar_problem(self.path, HOT_JOURNAL)
         except NotARegularFile:
             self._close_locked()
             raise

@@ -39,6 +39,7 @@ from daemon.data.usable import text
 REQUIRED_GAME_COLUMNS = ("game_id", "board_type", "num_players", "game_status", "winner")
 REQUIRED_MOVE_COLUMNS = ("game_id", "move_number", "player", "move_json")
 SIDECARS = ("-wal", "-shm", "-journal")
+HOT_JOURNAL = ("-journal",)
 NEWEST_SCHEMA = 18  # the newest upstream schema this reader knows (DESIGN 3)
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -90,12 +91,15 @@ def stat_regular(path: Path) -> os.stat_result:
     return st
 
 
-def sidecar_problem(path: Path) -> None:
+def sidecar_problem(path: Path, suffixes: tuple[str, ...] = SIDECARS) -> None:
     """Raise when a file SQLite opens beside the database (``-wal``, ``-shm``, ``-journal``) is special."""
-    for suffix in SIDECARS:
+    for suffix in suffixes:
+        name = f"{path}{suffix}"
+        if not os.access(name, os.F_OK):  # absent, the usual case: no exception raised and caught
+            continue
         try:
-            mode = os.stat(f"{path}{suffix}").st_mode
-        except OSError:  # absent (the usual case) or unreadable: SQLite reports what it finds
+            mode = os.stat(name).st_mode
+        except OSError:  # gone meanwhile, or unreadable: SQLite reports what it finds
             continue
         problem = not_regular(mode)
         if problem is not None:
