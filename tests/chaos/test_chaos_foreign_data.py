@@ -22,7 +22,7 @@ from daemon.data.gamedb import GameDB
 from daemon.export.job import run_export
 from daemon.export.rows import game_id_hash
 from daemon.export.workers import TASK_GAMES
-from daemon.keys import board_aliases, board_sql, normalize_board
+from daemon.keys import board_aliases, normalize_board
 from daemon.selfplay_sim import write_games
 from daemon.settings import Settings, settings_from_mapping
 
@@ -277,6 +277,8 @@ def _accepted(raw: bytes) -> bool:
 
 def test_normalize_board_is_what_sql_selects() -> None:
     """The SQL prefilter and ``normalize_board`` agree on every spelling, odd ones included."""
+    from daemon.keys import board_sql  # here: the module still imports where it is missing
+
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (b)")
     values: list[Any] = [*SPELLINGS, *NOT_BOARDS, "HEX", " hex8 ", "hexagonal\r", "\u212aey", "", "sq19", 8]
