@@ -62,12 +62,31 @@ def make_config_key(board: str, num_players: int) -> str:
     return validate_config_key(f"{normalize_board(board)}_{num_players}p")
 
 
+# What normalisation strips around a board name: ASCII whitespace, exactly what SQL's trim() is told to.
+BOARD_SPACE = " \t\n\r\f\v"
+
+
 def normalize_board(name: str) -> str:
-    """Canonical board name for ``name`` (legacy aliases included)."""
-    try:
-        return BOARD_ALIASES[name.strip().lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown board type {name!r}: expected one of {', '.join(BOARDS)}") from None
+    """Canonical board name for ``name`` (legacy aliases, any case, ASCII whitespace around it).
+
+    The one normalisation of a board name: the poll counts with it and the export selects
+    with it. ASCII only, so SQLite can apply exactly the same rule (:func:`board_sql`).
+    """
+    if isinstance(name, str) and name.isascii():
+        canonical = BOARD_ALIASES.get(name.strip(BOARD_SPACE).lower())
+        if canonical is not None:
+            return canonical
+    raise ValueError(f"unknown board type {name!r}: expected one of {', '.join(BOARDS)}")
+
+
+def board_sql(column: str) -> str:
+    """SQL for :func:`normalize_board` of ``column`` before the alias lookup: ``<sql> IN (aliases)``.
+
+    On ASCII text it is the same rule (ASCII lower case, :data:`BOARD_SPACE` trimmed); any
+    other text keeps a non-ASCII character, so it matches no alias, as in Python.
+    """
+    codes = ",".join(str(ord(c)) for c in BOARD_SPACE)
+    return f"lower(trim({column}, char({codes})))"
 
 
 def board_aliases(board: str) -> tuple[str, ...]:

@@ -1,7 +1,10 @@
 """``ringrift-daemon check``: is this node ready to run the service?
 
 Used as the systemd unit's ``ExecStartPre``. Prints one line per check
-(``ok``/``FAIL``) and exits 0 when every check passed, 1 otherwise.
+(``ok``/``WARN``/``FAIL``) and exits 1 only on a FAIL: what stops the service (settings,
+the data directory, a required Redis, torch). A game database that cannot be read, and
+no database matching ``game_dbs`` at all, are WARN lines (DESIGN 13): the service starts,
+serves the other sources and reports that one as an unhealthy source.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ TORCH_PROBE = (
 )
 
 
+_LABEL = {(True, False): "ok  ", (True, True): "WARN", (False, False): "FAIL", (False, True): "FAIL"}
+
+
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    ok: bool
+    ok: bool  # False: the service cannot run (exit 1)
     detail: str
+    warning: bool = False  # worth a look, but the service runs (a WARN line)
 
 
 def check_settings(settings: Settings) -> CheckResult:
@@ -37,7 +44,8 @@ def check_settings(settings: Settings) -> CheckResult:
 def check_databases(settings: Settings) -> list[CheckResult]:
     paths = expand(settings.game_dbs)
     if not paths:
-        return [CheckResult("game_dbs", False, f"no database matches {list(settings.game_dbs)}")]
+        detail = f"no database matches {list(settings.game_dbs)} (the service starts and reports it)"
+        return [CheckResult("game_dbs", True, detail, warning=True)]
     out = []
     for path in paths:
         db = GameDB(path, busy_timeout=2.0)
@@ -47,8 +55,13 @@ def check_databases(settings: Settings) -> list[CheckResult]:
             out.append(
                 CheckResult(f"db {path}", True, f"schema v{snap.schema_version}, {usable} usable games")
             )
+            out.extend(CheckResult(f"db {path}", True, w, warning=True) for w in snap.warnings)
         except GameDBError as e:
-            out.append(CheckResult(f"db {path}", False, e.reason))
+            out.append(CheckResult(f"db {path}", True, e.reason, warning=True))
+        except Exception as e:  # a reader bug: still only this source
+            out.append(
+                CheckResult(f"db {path}", True, f"cannot read ({type(e).__name__}: {e})", warning=True)
+            )
         finally:
             db.close()
     return out
@@ -129,5 +142,5 @@ def cli_check(settings: Settings, *, as_json: bool, environ: dict[str, str]) -> 
         print(json.dumps({"ok": ok, "checks": [asdict(r) for r in results]}))
     else:
         for r in results:
-            print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
+            print(f"{_LABEL[(r.ok, r.warning)]} {r.name}: {r.detail}")
     return 0 if ok else 1

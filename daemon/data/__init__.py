@@ -8,8 +8,10 @@ from daemon.data.errors import (
     CorruptDatabase,
     DatabaseLocked,
     DatabaseMissing,
+    DatabaseReplaced,
     GameDBError,
     NotADatabase,
+    NotARegularFile,
     SchemaError,
 )
 from daemon.data.gamedb import GameDB
@@ -24,6 +26,7 @@ __all__ = [
     "CorruptDatabase",
     "DatabaseLocked",
     "DatabaseMissing",
+    "DatabaseReplaced",
     "Game",
     "GameDB",
     "GameDBError",
@@ -31,6 +34,7 @@ __all__ = [
     "Move",
     "MoveColumns",
     "NotADatabase",
+    "NotARegularFile",
     "Player",
     "PollResult",
     "Pos",

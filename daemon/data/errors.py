@@ -37,6 +37,18 @@ class DatabaseLocked(GameDBError):
     kind = "locked"
 
 
+class NotARegularFile(GameDBError):
+    """A FIFO, socket, device or directory: refused by ``stat``, never opened (opening can block)."""
+
+    kind = "not_a_file"
+
+
+class DatabaseReplaced(GameDBError):
+    """The path holds another file than the snapshot read (renamed over, or a symlink swapped)."""
+
+    kind = "replaced"
+
+
 def translate(path: Path, e: sqlite3.Error) -> GameDBError:
     msg = str(e)
     low = msg.lower()

@@ -25,25 +25,21 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
-import orjson
+import structlog
 
 from daemon.data.errors import (
     CorruptDatabase,
     DatabaseLocked,
     DatabaseMissing,
+    DatabaseReplaced,
     GameDBError,
     NotADatabase,
+    NotARegularFile,
     SchemaError,
     translate,
 )
-from daemon.data.orphans import ORPHANS_BY_INDEX, leads_an_index, orphan_config
-from daemon.data.snapshot import PENDING_STATUSES, ConfigSnapshot, SkipCounts, SourceSnapshot, classify, config_of
-from daemon.keys import board_aliases, parse_config_key
 from daemon.data.games import (  # re-exported: callers import the game records from here
     USABLE_STATUSES,
     Game,
@@ -54,18 +50,37 @@ from daemon.data.games import (  # re-exported: callers import the game records 
     parse_move,
     stream_games,
 )
+from daemon.data.opening import (
+    HOT_JOURNAL,
+    REQUIRED_GAME_COLUMNS,
+    REQUIRED_MOVE_COLUMNS,
+    Identity,
+    Schema,
+    not_regular,
+    open_game_db,
+    sidecar_problem,
+)
+from daemon.data.orphans import ORPHANS_BY_INDEX, orphan_config
+from daemon.data.snapshot import ConfigSnapshot, SkipCounts, SourceSnapshot
+from daemon.data.usable import PENDING_STATUSES, classify, config_of, text
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
+    "REQUIRED_GAME_COLUMNS",
+    "REQUIRED_MOVE_COLUMNS",
     "USABLE_STATUSES",
     "ConfigSnapshot",
     "CorruptDatabase",
     "DatabaseLocked",
     "DatabaseMissing",
+    "DatabaseReplaced",
     "Game",
     "GameDB",
     "GameDBError",
     "Move",
     "NotADatabase",
+    "NotARegularFile",
     "Player",
     "Pos",
     "SchemaError",
@@ -74,8 +89,6 @@ __all__ = [
     "parse_move",
 ]
 
-REQUIRED_GAME_COLUMNS = ("game_id", "board_type", "num_players", "game_status", "winner")
-REQUIRED_MOVE_COLUMNS = ("game_id", "move_number", "player", "move_json")
 _CHUNK = 1000
 # Pending (active) games: the newest are rechecked on every refresh; older ones,
 # usually stuck games of a crashed writer, in a rotating slice, so a refresh
@@ -93,7 +106,7 @@ class GameDB:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._moves_by_game = False  # set on open: an index leads with game_moves.game_id
+        self._schema: Schema | None = None  # set on open
         # Usable counts at the last successful refresh; survives a reset, so a file
         # replaced by a smaller one reports negative ``new_games``.
         self._prev_usable: dict[str, int] = {}
@@ -101,22 +114,21 @@ class GameDB:
         self.snapshot: SourceSnapshot | None = None
 
     def _reset(self) -> None:
-        self._identity: tuple[int, int] | None = None
+        self._identity: Identity | None = None
         self._stat: tuple[int, int] | None = None
         self._data_version: int | None = None
-        self._schema_version: int | None = None
-        self._game_cols: frozenset[str] = frozenset()
         self._watermark = 0
-        self._watermark_gid: str | None = None
+        # game_id values are kept as read (bytes, or another storage class): compared, never decoded.
+        self._watermark_gid: object = None
         self._moves_watermark = 0
         self._usable: dict[str, int] = {}
-        self._config_max: dict[str, tuple[int, str]] = {}
+        self._config_max: dict[str, tuple[int, object]] = {}
         self._skips: dict[str, SkipCounts] = {}
         self._source_skips = SkipCounts()
         # rowid -> config, in ascending rowid order (insertion order).
         self._pending: dict[int, str | None] = {}
         self._pending_cursor = 0
-        self._orphans: dict[str, str | None] = {}
+        self._orphans: dict[object, str | None] = {}
         self._status_updates = 0
 
     # -- connection -------------------------------------------------------
@@ -132,48 +144,10 @@ class GameDB:
 
     def _open_locked(self) -> None:
         self._close_locked()
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise DatabaseMissing(self.path, "file not found") from None
-        except OSError as e:
-            raise DatabaseMissing(self.path, f"cannot stat: {e.strerror}") from None
-        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise translate(self.path, e) from None
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA query_only=1")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if "games" not in tables or "game_moves" not in tables:
-                raise SchemaError(
-                    self.path, "not a GameReplayDB: tables 'games' and 'game_moves' are required"
-                )
-            gcols = {r[1] for r in conn.execute("PRAGMA table_info(games)")}
-            mcols = {r[1] for r in conn.execute("PRAGMA table_info(game_moves)")}
-            missing = [c for c in REQUIRED_GAME_COLUMNS if c not in gcols]
-            missing += [f"game_moves.{c}" for c in REQUIRED_MOVE_COLUMNS if c not in mcols]
-            if missing:
-                raise SchemaError(self.path, f"missing columns: {', '.join(missing)}")
-            version = None
-            if "schema_metadata" in tables:
-                row = conn.execute("SELECT value FROM schema_metadata WHERE key='schema_version'").fetchone()
-                version = int(row[0]) if row and str(row[0]).isdigit() else None
-            self._tables = frozenset(tables)
-            self._game_cols = frozenset(gcols)
-            self._move_cols = frozenset(mcols)
-            self._moves_by_game = leads_an_index(conn, "game_moves", "game_id")
-            self._schema_version = version
-        except GameDBError:
-            conn.close()
-            raise
-        except sqlite3.Error as e:
-            conn.close()
-            raise translate(self.path, e) from None
-        self._conn = conn
-        self._identity = (st.st_dev, st.st_ino)
+        conn, schema, identity = open_game_db(
+            self.path, busy_timeout=self.busy_timeout, check_same_thread=False
+        )
+        self._conn, self._schema, self._identity = conn, schema, identity
         # data_version is per connection: never compare values across connections.
         self._data_version = None
 
@@ -201,15 +175,24 @@ class GameDB:
         try:
             return self.refresh()
         except GameDBError as e:
-            prev = self.snapshot
-            self.snapshot = SourceSnapshot.failed(
-                str(self.path), str(e), e.kind, prev.schema_version if prev else None
-            )
-            return self.snapshot
+            return self._failed(str(e), e.kind)
+        except Exception as e:  # a reader bug must not stop the poll of the other sources
+            log.error("source.read_failed", source=str(self.path), error=f"{type(e).__name__}: {e}")
+            with self._lock:
+                self._close_locked()
+                self._reset()
+            return self._failed(f"{self.path}: cannot read ({type(e).__name__}: {e})", "error")
+
+    def _failed(self, error: str, kind: str) -> SourceSnapshot:
+        prev = self.snapshot
+        self.snapshot = SourceSnapshot.failed(
+            str(self.path), error, kind, prev.schema_version if prev else None
+        )
+        return self.snapshot
 
     def _refresh_locked(self) -> SourceSnapshot:
         try:
-            st = os.stat(self.path)
+            st = os.stat(self.path)  # follows a symlink: the identity is the target's
         except FileNotFoundError:
             seen = self._identity is not None
             self._close_locked()
@@ -218,6 +201,18 @@ class GameDB:
         except OSError as e:
             self._close_locked()
             raise DatabaseMissing(self.path, f"cannot stat: {e.strerror}") from None
+        problem = not_regular(st.st_mode)
+        if problem is not None:  # a FIFO, socket, device or directory now: never opened
+            self._close_locked()
+            self._reset()
+            raise NotARegularFile(self.path, problem)
+        try:
+            # An open connection holds its -wal and -shm; each read transaction of a rollback-mode
+            # file may open a hot -journal. (A new connection checks all three.)
+            sidecar_problem(self.path, HOT_JOURNAL)
+        except NotARegularFile:
+            self._close_locked()
+            raise
         replaced = False
         if self._identity is not None and self._identity != (st.st_dev, st.st_ino):
             replaced = True  # a new inode: another file was moved into place
@@ -289,7 +284,6 @@ class GameDB:
                 self._bump(key, kind, 1)
                 if kind == "active":
                     self._pending[rowid] = key
-                gid = str(gid)
                 if key:
                     self._config_max[key] = (rowid, gid)
                 if orphans and gid in orphans:  # its games row came after its moves
@@ -344,7 +338,7 @@ class GameDB:
             if top < self._moves_watermark:  # move rows deleted from the tail
                 self._moves_watermark = top
             return
-        if self._moves_watermark == 0 and self._moves_by_game:
+        if self._moves_watermark == 0 and self._schema is not None and self._schema.moves_by_game:
             # First pass: hop from game to game along the game_id index (one seek per
             # game) instead of reading every move row; the transaction bounds it at `top`.
             rows = conn.execute(ORPHANS_BY_INDEX)
@@ -355,10 +349,11 @@ class GameDB:
                 " WHERE NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = gid)",
                 (self._moves_watermark, top),
             )
-        new_ids = [str(gid) for (gid,) in rows]
+        assert self._schema is not None
+        new_ids = [gid for (gid,) in rows]
         for gid in new_ids:
             if gid not in self._orphans:
-                key = orphan_config(conn, self._tables, gid)
+                key = orphan_config(conn, self._schema.tables, gid)
                 self._orphans[gid] = key
                 self._bump(key, "orphan", 1)
         self._moves_watermark = top
@@ -369,7 +364,7 @@ class GameDB:
         for key in sorted(keys):
             usable = self._usable.get(key, 0)
             wm, gid = self._config_max.get(key, (0, ""))
-            sig_src = f"{self._identity}|{wm}|{gid}|{usable}"
+            sig_src = f"{self._identity}|{wm}|{text(gid) or ''}|{usable}"
             configs[key] = ConfigSnapshot(
                 config_key=key,
                 usable_games=usable,
@@ -382,14 +377,15 @@ class GameDB:
             path=str(self.path),
             ok=True,
             error=None,
-            schema_version=self._schema_version,
+            schema_version=self._schema.version if self._schema else None,
             identity=self._identity,
             max_rowid=self._watermark,
             status_updates=self._status_updates,
             replaced=replaced,
             changed=changed,
             configs=configs,
-            orphans=tuple(sorted(self._orphans)),
+            orphans=tuple(sorted(text(g) or "" for g in self._orphans)),
+            warnings=self._schema.warnings if self._schema else (),
         )
 
     # -- streaming ----------------------------------------------------------
@@ -403,18 +399,18 @@ class GameDB:
         min_rowid: int = 0,
         sources: tuple[str, ...] | None = None,
         rowids: Sequence[int] | None = None,
+        identity: Identity | None = None,
     ) -> Iterator[Game]:
         """Usable games of ``config_key`` with ``rowid <= upto_rowid``, one at a time.
 
-        ``rowids`` restricts them to those rows. Uses its own connection so streaming
-        never blocks :meth:`refresh`.
+        ``rowids`` restricts them to those rows. ``identity`` (a snapshot's): read only that
+        file, else :class:`DatabaseReplaced`. Uses its own connection so streaming never
+        blocks :meth:`refresh`.
         """
-        board, n = parse_config_key(config_key)
-        aliases = board_aliases(board)
-        conn = self._reader()
+        conn, schema = self._reader(identity)
         try:
             yield from stream_games(
-                conn, aliases, n, upto_rowid, newest_first, limit, min_rowid, sources, rowids
+                conn, schema, config_key, upto_rowid, newest_first, limit, min_rowid, sources, rowids
             )
         except sqlite3.Error as e:
             raise translate(self.path, e) from None
@@ -428,20 +424,17 @@ class GameDB:
         upto_rowid: int | None = None,
         newest_first: bool = True,
         limit: int | None = None,
+        identity: Identity | None = None,
     ) -> Iterator[tuple[str, int]]:
         """``(created_at or "", rowid)`` of the games :meth:`iter_games` yields, in order; reads no moves."""
-        board, n = parse_config_key(config_key)
-        conn = self._reader()
+        conn, schema = self._reader(identity)
         try:
-            yield from game_keys(conn, board_aliases(board), n, upto_rowid, newest_first, limit)
+            yield from game_keys(conn, schema, config_key, upto_rowid, newest_first, limit)
         except sqlite3.Error as e:
             raise translate(self.path, e) from None
         finally:
             conn.close()
 
-    def _reader(self) -> sqlite3.Connection:
-        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
-        try:
-            return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
-        except sqlite3.Error as e:
-            raise translate(self.path, e) from None
+    def _reader(self, identity: Identity | None) -> tuple[sqlite3.Connection, Schema]:
+        conn, schema, _ = open_game_db(self.path, busy_timeout=self.busy_timeout, expect=identity)
+        return conn, schema

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from daemon.data.snapshot import config_of
+from daemon.data.usable import config_of, text
 
 # Distinct game_ids of game_moves without a games row, as a loose index scan.
 ORPHANS_BY_INDEX = (
@@ -25,21 +25,22 @@ ORPHANS_BY_INDEX = (
 
 def leads_an_index(conn: sqlite3.Connection, table: str, column: str) -> bool:
     """Whether some index of ``table`` starts with ``column`` (so seeks by it are cheap)."""
-    for row in conn.execute(f"PRAGMA index_list({table})"):
-        quoted = '"' + str(row[1]).replace('"', '""') + '"'
+    for row in conn.execute(f"PRAGMA index_list({table})").fetchall():
+        quoted = '"' + (text(row[1]) or "").replace('"', '""') + '"'
         cols = conn.execute(f"PRAGMA index_info({quoted})").fetchall()
-        if cols and cols[0][2] == column:
+        if cols and text(cols[0][2]) == column:
             return True
     return False
 
 
-def orphan_config(conn: sqlite3.Connection, tables: frozenset[str], game_id: str) -> str | None:
-    """Board and player count of an orphan from its initial state or player rows."""
+def orphan_config(conn: sqlite3.Connection, tables: frozenset[str], game_id: Any) -> str | None:
+    """Board and player count of an orphan (``game_id`` as read) from its initial state or player rows."""
     board: Any = None
     players: Any = None
     if "game_initial_state" in tables:
         row = conn.execute(
-            "SELECT initial_state_json, compressed FROM game_initial_state WHERE game_id=?", (game_id,)
+            "SELECT initial_state_json, compressed FROM game_initial_state WHERE game_id=CAST(? AS TEXT)",
+            (game_id,),
         ).fetchone()
         if row and not row[1]:
             try:
@@ -47,10 +48,11 @@ def orphan_config(conn: sqlite3.Connection, tables: frozenset[str], game_id: str
                 board = state.get("boardType") or (state.get("board") or {}).get("type")
                 if isinstance(state.get("players"), list):
                     players = len(state["players"])
-            except (orjson.JSONDecodeError, AttributeError, TypeError):
+            except (orjson.JSONDecodeError, AttributeError, TypeError):  # depth past orjson's limit too
                 pass
     if "game_players" in tables:
-        n = conn.execute("SELECT count(*) FROM game_players WHERE game_id=?", (game_id,)).fetchone()[0]
+        n = conn.execute(
+            "SELECT count(*) FROM game_players WHERE game_id=CAST(? AS TEXT)", (game_id,)
+        ).fetchone()[0]
         players = n or players
     return config_of(board, players)
-

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from daemon.data.games import USABLE_STATUSES
-from daemon.keys import PLAYER_COUNTS, make_config_key
+# Re-exported: the row rule lives in usable.py (shared by the poll and the export).
+from daemon.data.usable import PENDING_STATUSES, classify, config_of
 
-PENDING_STATUSES = frozenset({"active", "in_progress", "paused", "waiting"})
+__all__ = ["PENDING_STATUSES", "ConfigSnapshot", "SkipCounts", "SourceSnapshot", "classify", "config_of"]
 
 
 @dataclass
 class SkipCounts:
+    """Rows of a config that are not usable, by reason (:func:`daemon.data.usable.classify`)."""
+
     orphan: int = 0
     active: int = 0
     abandoned: int = 0
     no_winner: int = 0
     other: int = 0
+    undecodable: int = 0  # a status that is not UTF-8
+    bad_winner: int = 0  # a winner that is not an integer
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("orphan", "active", "abandoned", "no_winner", "other")}
+        return {k: getattr(self, k) for k in _SKIP_FIELDS}
+
+
+_SKIP_FIELDS = ("orphan", "active", "abandoned", "no_winner", "other", "undecodable", "bad_winner")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class SourceSnapshot:
     configs: dict[str, ConfigSnapshot]
     orphans: tuple[str, ...]
     error_kind: str | None = None
+    # Readable, but worth telling (e.g. a schema version newer than this reader knows).
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def failed(cls, path: str, error: str, kind: str, schema_version: int | None) -> SourceSnapshot:
@@ -68,34 +76,3 @@ class SourceSnapshot:
             configs={},
             orphans=(),
         )
-
-
-_KEY_CACHE: dict[tuple[str, int], str | None] = {}
-
-
-def config_of(board: Any, players: Any) -> str | None:
-    try:
-        if not isinstance(board, str) or int(players) not in PLAYER_COUNTS:
-            return None
-        n = int(players)
-    except (ValueError, TypeError):
-        return None
-    # Memoised: this runs for every new row, and there are only a few distinct values.
-    ck = (board, n)
-    if ck not in _KEY_CACHE:
-        try:
-            _KEY_CACHE[ck] = make_config_key(board, n) if len(_KEY_CACHE) < 4096 else None
-        except ValueError:
-            _KEY_CACHE[ck] = None
-    return _KEY_CACHE[ck]
-
-
-def classify(status: Any, winner: Any) -> str:
-    s = str(status).lower() if status is not None else ""
-    if s in USABLE_STATUSES:
-        return "usable" if winner is not None else "no_winner"
-    if s in PENDING_STATUSES:
-        return "active"
-    if s == "abandoned":
-        return "abandoned"
-    return "other"

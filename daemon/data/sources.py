@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.data.gamedb import GameDB, SkipCounts, SourceSnapshot
+from daemon.data.gamedb import GameDB, GameDBError, SkipCounts, SourceSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,29 @@ def expand(patterns: Sequence[str]) -> list[Path]:
                 continue
             out.setdefault(Path(name).absolute(), None)
     return list(out)
+
+
+def snapshot_readable(
+    paths: Sequence[Path],
+) -> tuple[dict[str, SourceSnapshot], dict[str, GameDBError]]:
+    """A fresh snapshot of each readable path, and the error of each other one (DESIGN 13).
+
+    Raises the first error when no path is readable: a broken set of sources never looks
+    like a small data set.
+    """
+    snaps: dict[str, SourceSnapshot] = {}
+    failed: dict[str, GameDBError] = {}
+    for path in paths:
+        db = GameDB(Path(path))
+        try:
+            snaps[str(db.path)] = db.refresh()
+        except GameDBError as e:
+            failed[str(db.path)] = e
+        finally:
+            db.close()
+    if failed and not snaps:
+        raise next(iter(failed.values()))
+    return snaps, failed
 
 
 class GameSources:

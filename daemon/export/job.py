@@ -23,12 +23,12 @@ import numpy.typing as npt
 import structlog
 
 from daemon.data.gamedb import Game, GameDB, GameDBError, SourceSnapshot
-from daemon.data.sources import expand
+from daemon.data.sources import expand, snapshot_readable
 from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import EncodedGame, Encoder, EncoderError, load_encoder
 from daemon.export.rows import RowsError, check_encoded, row_arrays
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
-from daemon.export.workers import TASK_GAMES, Output, WorkerError, parallel_segments, plan_tasks
+from daemon.export.workers import TASK_GAMES, Output, WorkerError, defects_of, parallel_segments, plan_tasks
 from daemon.keys import geometry, parse_config_key, validate_config_key
 from daemon.npz import format as fmt
 from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, LAYOUT_DENSE, LAYOUTS, ArraySpec
@@ -43,7 +43,8 @@ BLOCK_MOVES = 4096
 BLOCK_GAMES = 256
 GAME_FILTER = "status in (completed, finished) and winner is not null; newest first"
 Progress = Callable[[int, int], None]
-Rows = tuple[list[str], EncodedGame]  # the game ids of one encoded block, and its rows
+# The game ids of one encoded block, its rows, and the source rows the reader could not use.
+Rows = tuple[list[str], EncodedGame, dict[str, int]]
 
 
 class ExportError(Exception):
@@ -117,7 +118,14 @@ def _games(
 ) -> Iterator[Game]:
     """Usable games of exactly the snapshot, newest first across sources, at most ``max_games``."""
     iters: list[Iterator[Game]] = [
-        GameDB(path).iter_games(key, upto_rowid=watermark, newest_first=True, limit=max_games)
+        GameDB(path).iter_games(
+            # Only the snapshot's file: one renamed over the path since then is refused.
+            key,
+            upto_rowid=watermark,
+            newest_first=True,
+            limit=max_games,
+            identity=snapshots[str(path)].identity,
+        )
         for path, watermark in exported_sources(db_paths, snapshots, key)
     ]
     try:
@@ -141,15 +149,15 @@ def _serial_rows(games: Iterator[Game], encoder: Encoder, sample_every: int) -> 
     block_moves = 0
     for game in games:
         if encode_games is None:
-            yield [game.game_id], encoder.encode_game(game, sample_every)
+            yield [game.game_id], encoder.encode_game(game, sample_every), game.defects
             continue
         block.append(game)
         block_moves += len(game.moves)
         if block_moves >= BLOCK_MOVES or len(block) >= BLOCK_GAMES:
-            yield [g.game_id for g in block], encode_games(block, sample_every)
+            yield [g.game_id for g in block], encode_games(block, sample_every), defects_of(block)
             block, block_moves = [], 0
     if block and encode_games is not None:
-        yield [g.game_id for g in block], encode_games(block, sample_every)
+        yield [g.game_id for g in block], encode_games(block, sample_every), defects_of(block)
 
 
 def feature_constant(encoder: Encoder, board: str) -> npt.NDArray[np.uint8]:
@@ -234,9 +242,11 @@ def _export(
         else:
             rows = _serial_rows(_games(db_paths, snapshots, key, es.max_games), encoder, es.sample_every)
             with contextlib.closing(rows):  # closes the source connections now, even on failure
-                for game_ids, enc in rows:
+                for game_ids, enc, defects in rows:
                     check_encoded(encoder, enc, specs, policy_size, game_ids[0], grid * grid)
                     writer.append(row_arrays(feature_key, game_ids, enc))
+                    for name, count in defects.items():  # source rows the reader could not use
+                        skipped[name] = skipped.get(name, 0) + count
                     tally(len(game_ids), enc.skipped)
         meta: dict[str, Any] = {
             fmt.META_BOARD_TYPE: board,
@@ -282,7 +292,16 @@ def run_export(
     t0 = time.monotonic()
     try:
         encoder = load_encoder(settings.export.encoder, settings.export.history_length)
-        snaps = dict(snapshots) if snapshots is not None else take_snapshots(paths)  # BEFORE exporting
+        unreadable: list[str] = []
+        if snapshots is not None:
+            snaps = dict(snapshots)
+        elif db_paths is None:  # the configured sources: a broken one must not stop the others
+            snaps, failed = snapshot_readable(paths)
+            for path, err in failed.items():
+                log.warning("export.source_skipped", config=key, source=path, reason=str(err), kind=err.kind)
+            paths, unreadable = [p for p in paths if str(p) in snaps], list(failed)
+        else:  # sources named by the caller: each must be readable
+            snaps = take_snapshots(paths)  # BEFORE exporting
         es = get_export_settings(paths, board, n, snapshots=snaps)
         params = export_params(encoder, es, settings.export.history_length, settings.export.encoder)
         cache = ExportCache(settings.training_dir / ".export_cache.json")
@@ -335,6 +354,8 @@ def run_export(
             now=now or datetime.now(UTC),
             workers=settings.export.workers,
         )
+        if unreadable:
+            skipped["unreadable_sources"] = len(unreadable)
         cache.record_export(
             paths,
             out,

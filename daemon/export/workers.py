@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.data.gamedb import GameDB, SourceSnapshot
+from daemon.data.gamedb import Game, GameDB, SourceSnapshot
 from daemon.export.encoder import load_encoder
 from daemon.export.rows import check_encoded, row_arrays
 from daemon.export.tiers import exported_sources
@@ -49,6 +49,9 @@ class Task:
     encoder: str
     history_length: int
     sample_every: int
+    # The snapshot's file (st_dev, st_ino): a worker reads that file or fails, never another one
+    # moved into place since (it opens the path again, as a serial export does not).
+    identity: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def encode_task(task: Task, out: Output) -> Done:
     try:
         encoder = load_encoder(task.encoder, task.history_length)
         found = GameDB(Path(task.path)).iter_games(
-            task.config_key, upto_rowid=task.upto_rowid, rowids=task.rowids
+            task.config_key, upto_rowid=task.upto_rowid, rowids=task.rowids, identity=task.identity
         )
         by_rowid = {g.rowid: g for g in found}
         # A game deleted since it was listed is skipped, as a serial export would.
@@ -85,7 +88,7 @@ def encode_task(task: Task, out: Output) -> Done:
             blocks = [([g.game_id for g in games], encode_games(games, task.sample_every))] if games else []
         specs = dict(out.specs)
         feature_key = next(iter(specs))
-        skipped: dict[str, int] = {}
+        skipped = defects_of(games)
         arrays = []
         for ids, enc in blocks:
             check_encoded(encoder, enc, specs, out.policy_size, ids[0], out.cells)
@@ -108,10 +111,15 @@ def plan_tasks(
     sample_every: int,
 ) -> Iterator[Task]:
     """Tasks covering the usable games of the snapshot in the serial export's order."""
-    sources = [(str(path), wm) for path, wm in exported_sources(db_paths, snapshots, key)]
+    sources = [
+        (str(path), wm, snapshots[str(path)].identity)
+        for path, wm in exported_sources(db_paths, snapshots, key)
+    ]
     streams = [
-        GameDB(Path(path)).iter_game_keys(key, upto_rowid=wm, newest_first=True, limit=max_games)
-        for path, wm in sources
+        GameDB(Path(path)).iter_game_keys(
+            key, upto_rowid=wm, newest_first=True, limit=max_games, identity=identity
+        )
+        for path, wm, identity in sources
     ]
     # Tag each key with its source; the same merge key and tie order as the serial export.
     tagged = [_tag(s, i) for i, s in enumerate(streams)]
@@ -140,9 +148,24 @@ def _tag(keys: Iterator[tuple[str, int]], source: int) -> Iterator[tuple[str, in
 
 
 def _task(
-    source: tuple[str, int], key: str, rowids: list[int], encoder: str, history_length: int, every: int
+    source: tuple[str, int, tuple[int, int] | None],
+    key: str,
+    rowids: list[int],
+    encoder: str,
+    history_length: int,
+    every: int,
 ) -> Task:
-    return Task(source[0], key, source[1], tuple(rowids), encoder, history_length, every)
+    path, watermark, identity = source
+    return Task(path, key, watermark, tuple(rowids), encoder, history_length, every, identity)
+
+
+def defects_of(games: Sequence[Game]) -> dict[str, int]:
+    """Rows the reader could not use in ``games``, summed by reason (export ``skipped`` keys)."""
+    out: dict[str, int] = {}
+    for g in games:
+        for name, count in g.defects.items():
+            out[name] = out.get(name, 0) + count
+    return out
 
 
 def parallel_segments(

@@ -120,15 +120,22 @@ def write_segment(
 
     No fsync: the adopting writer copies it into the NPZ, which it fsyncs.
     """
-    rows = sum(_block_rows(path, specs, b) for b in blocks)
+    counts = [_block_rows(path, specs, b) for b in blocks]
+    blocks = [b for b, n in zip(blocks, counts, strict=True) if n]  # e.g. games without move rows
     sizes = []
     with open(path, "xb") as f:
         for name, spec in specs.items():
             start = f.tell()
             for b in blocks:
-                f.write(np.ascontiguousarray(b[name], dtype=spec.dtype).data.cast("B"))
+                _write_rows(f, np.ascontiguousarray(b[name], dtype=spec.dtype))
             sizes.append(f.tell() - start)
-    return Segment(str(path), rows, tuple(sizes))
+    return Segment(str(path), sum(counts), tuple(sizes))
+
+
+def _write_rows(f: IO[bytes], a: npt.NDArray[Any]) -> None:
+    """Write an array's bytes; one without elements (a zero in its shape) writes none."""
+    if a.size:  # memoryview.cast refuses a view with a zero in its shape
+        f.write(a.data.cast("B"))
 
 
 class NpzStreamWriter:
@@ -174,7 +181,7 @@ class NpzStreamWriter:
         for name, spec in self.specs.items():
             a = np.ascontiguousarray(arrays[name], dtype=spec.dtype)
             try:
-                self._files[name].write(a.data.cast("B"))
+                _write_rows(self._files[name], a)
             except OSError as e:
                 raise ExportWriteError(f"{self.output}: writing {name!r} failed: {e}") from e
         self.rows += n or 0

@@ -249,7 +249,7 @@ def test_first_orphan_scan_by_index_equals_a_full_scan(tmp_path: Path) -> None:
     try:
         want = tuple(sorted([*gids, "~last"]))
         assert a.refresh().orphans == b.refresh().orphans == want
-        assert a._moves_by_game and not b._moves_by_game
+        assert a._schema and b._schema and a._schema.moves_by_game and not b._schema.moves_by_game
         for path in (db, plain):
             c = sqlite3.connect(path)
             with c:

@@ -35,7 +35,15 @@ def test_real_db_counts_orphans_schema(real_db: Path) -> None:
     cfg = snap.configs["square8_3p"]
     assert cfg.usable_games == 5
     assert cfg.new_games == 5
-    assert cfg.skipped.as_dict() == {"orphan": 0, "active": 0, "abandoned": 0, "no_winner": 0, "other": 0}
+    assert cfg.skipped.as_dict() == {
+        "orphan": 0,
+        "active": 0,
+        "abandoned": 0,
+        "no_winner": 0,
+        "other": 0,
+        "undecodable": 0,
+        "bad_winner": 0,
+    }
     assert snap.orphans == ORPHANS
     # The two orphans have two player rows and a square8 initial state: square8_2p.
     assert snap.configs["square8_2p"].skipped.orphan == 2

@@ -117,6 +117,8 @@ def test_legacy_aliases_and_skip_reasons(tmp_path: Path) -> None:
         "abandoned": 1,
         "no_winner": 1,
         "other": 1,
+        "undecodable": 0,
+        "bad_winner": 0,
     }
     assert c["hexagonal_3p"].usable_games == 2
     assert c["hexagonal_3p"].skipped.active == 1
