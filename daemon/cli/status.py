@@ -21,6 +21,8 @@ def _print_table(report: dict[str, Any]) -> None:
     for path, s in report["sources"].items():
         state = "ok" if s["ok"] else f"ERROR {s['error']}"
         print(f"source {path}: {state} (schema v{s['schema_version']}, {s['orphans']} orphans)")
+        for w in s.get("warnings") or []:
+            print(f"  warning: {w}")
     print(
         f"{'config':<14}{'usable':>8}{'new':>7}  {'fresh':>5} {'stale':>5} {'regr':>5} {'weight':>6} "
         f"{'prio':>6}  decision"

@@ -101,6 +101,7 @@ class Evaluator:
                 "schema_version": s.schema_version,
                 "orphans": len(s.orphans),
                 "error": s.error,
+                "warnings": list(s.warnings),
             }
             for path, s in poll.sources.items()
         }

@@ -47,6 +47,7 @@ def collect_evaluation_games(
                         newest_first=False,
                         sources=wanted,
                         upto_rowid=snap.configs[key].watermark,
+                        identity=snap.identity,  # never a file that replaced the polled one
                     )
                 )
             except GameDBError as e:

@@ -162,6 +162,7 @@ class Promoter:
                         newest_first=False,
                         sources=self.evaluation_sources,
                         upto_rowid=top,
+                        identity=snap.identity,  # never a file that replaced the polled one
                     )
                 )
             except GameDBError as e:

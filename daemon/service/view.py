@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemon.data.snapshot import SkipCounts
 from daemon.decide.triggers import SIGNALS
 
 
@@ -18,9 +19,7 @@ class ConfigView:
     key: str
     usable_games: int = 0
     new_games: int = 0
-    skipped: dict[str, int] = field(
-        default_factory=lambda: {"orphan": 0, "active": 0, "abandoned": 0, "no_winner": 0, "other": 0}
-    )
+    skipped: dict[str, int] = field(default_factory=lambda: SkipCounts().as_dict())
     signal_scores: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SIGNALS, 0.0))
     curriculum_weight: float = 1.0
     priority: float = 0.0
