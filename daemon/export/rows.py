@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.export.encoder import EncodedGame, Encoder
+from daemon.npz import format as fmt
 from daemon.npz.format import ArraySpec
 
 
@@ -34,7 +35,7 @@ def check_encoded(
     if not isinstance(f, np.ndarray) or f.dtype != spec.dtype or f.shape[1:] != spec.row_shape:
         got = (getattr(f, "dtype", None), getattr(f, "shape", None))
         raise RowsError(f"{where}: features must be {spec.dtype} rows of {spec.row_shape}, got {got}")
-    if "feature_cells" in specs and f.size and (int(f.min()) < -1 or int(f.max()) >= cells):
+    if fmt.FEATURE_CELLS in specs and f.size and (int(f.min()) < -1 or int(f.max()) >= cells):
         raise RowsError(f"{where}: feature_cells outside [-1, {cells})")
     p = enc.policy_index
     if len(p) and (int(p.min()) < 0 or int(p.max()) >= policy_size):
@@ -47,11 +48,11 @@ def row_arrays(feature_key: str, game_ids: Sequence[str], enc: EncodedGame) -> d
     gi = enc.game_index if enc.game_index is not None else np.zeros(len(enc.policy_index), np.int32)
     return {
         feature_key: enc.features,
-        "globals": enc.globals,
-        "values": enc.values,
-        "values_mp": enc.values_mp,
-        "policy_index": enc.policy_index,
-        "game_ids": hashes[gi],
-        "move_numbers": enc.move_numbers,
-        "player_to_move": enc.player_to_move,
+        fmt.GLOBALS: enc.globals,
+        fmt.VALUES: enc.values,
+        fmt.VALUES_MP: enc.values_mp,
+        fmt.POLICY_INDEX: enc.policy_index,
+        fmt.GAME_IDS: hashes[gi],
+        fmt.MOVE_NUMBERS: enc.move_numbers,
+        fmt.PLAYER_TO_MOVE: enc.player_to_move,
     }

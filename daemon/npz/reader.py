@@ -350,7 +350,7 @@ def _validate(a: TrainingArrays) -> None:
     if lo < -1 or hi >= policy_size:
         raise _bad(p, f"policy_index out of range [0, {policy_size}): min {lo}, max {hi}")
     # Small float arrays: one pass is cheap, and a NaN target would train silently to garbage.
-    for name in ("values", "values_mp", "globals"):
+    for name in (fmt.VALUES, fmt.VALUES_MP, fmt.GLOBALS):
         arr = np.asarray(getattr(a, name))
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise _bad(p, f"array {name!r} contains NaN or inf")
