@@ -133,11 +133,19 @@ def visible_gpus() -> int:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's device numbers in nvidia-smi's order
     return env
 
 
-def run_bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.trainer_throughput", "--device", "cuda", "--amp", "auto"]
+def bench_gpu_index(env: dict[str, str]) -> int:
+    """nvidia-smi's index of the bench's ``cuda:0`` (the first of CUDA_VISIBLE_DEVICES, in PCI order)."""
+    first = env.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return int(first) if first.isdigit() else 0
+
+
+def run_bench(data: Path, args: argparse.Namespace, device: str = "cuda") -> dict[str, Any]:
+    """``bench.trainer_throughput`` in its own process (its own CUDA context and peak memory)."""
+    cmd = [sys.executable, "-m", "bench.trainer_throughput", "--device", device, "--amp", "auto"]
     cmd += ["--channels-last", "--data", str(data), "--batch-sizes", args.batch_sizes]
     cmd += ["--repeats", str(args.repeats)] + (["--compile"] if args.compile else [])
     try:
@@ -153,7 +161,10 @@ def run_bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def run_ddp(data: Path, tmp: Path, gpus: int, args: argparse.Namespace) -> dict[str, Any]:
+async def run_ddp(
+    data: Path, tmp: Path, gpus: int, args: argparse.Namespace, device: str = "cuda"
+) -> dict[str, Any]:
+    """The real trainer through ``TrainerRunner`` + torchrun, ``gpus`` processes (``device`` cpu: tests)."""
     from daemon.training.args import TrainerArgs
     from daemon.training.runner import TrainerRunner
 
@@ -172,7 +183,7 @@ async def run_ddp(data: Path, tmp: Path, gpus: int, args: argparse.Namespace) ->
         out=tmp / "ddp_out",
         epochs=args.ddp_epochs,
         batch_size=int(args.batch_sizes.split(",")[-1]),
-        device="cuda",
+        device=device,
         amp="auto",
         channels_last=True,
         heartbeat_interval=5.0,
@@ -249,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     ddp_span = result["ddp"].pop("span", None)
     result["utilization"] = {
-        "trainer": summarize(samples, spans["trainer"], index=0),
-        "bare": summarize(samples, spans["bare"], index=0),
+        "trainer": summarize(samples, spans["trainer"], index=bench_gpu_index(_env())),
+        "bare": summarize(samples, spans["bare"], index=bench_gpu_index(_env())),
         "ddp": summarize(samples, [ddp_span]) if ddp_span else {"samples": 0},
     }
     bench.pop("phases", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
 import stat
@@ -14,7 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.gpu_check import NO_GPU, Sample, SmiSampler, parse_smi_line, summarize
+from bench.gpu_check import (
+    NO_GPU,
+    Sample,
+    SmiSampler,
+    bench_gpu_index,
+    parse_smi_line,
+    run_bench,
+    run_ddp,
+    summarize,
+)
+from bench.trainer_throughput import export_file
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SMI = """#!/usr/bin/env bash
@@ -98,3 +110,25 @@ def test_sampler_reads_a_running_nvidia_smi_and_stops_it(
     assert [s.util for s in samples] == [10.0, 50.0, 90.0]  # the N/A lines of GPU 1 are skipped
     assert all(s.index == 0 and t0 - 2 <= s.t <= time.time() + 1 for s in samples)
     assert sampler._proc is not None and sampler._proc.poll() is not None
+
+
+def test_bench_gpu_is_the_first_visible_device() -> None:
+    assert bench_gpu_index({}) == 0
+    assert bench_gpu_index({"CUDA_VISIBLE_DEVICES": "3,1"}) == 3
+    assert bench_gpu_index({"CUDA_VISIBLE_DEVICES": "GPU-1234"}) == 0  # a UUID: unknown, assume 0
+
+
+@pytest.mark.slow
+def test_the_bench_and_the_torchrun_steps_run_on_cpu(tmp_path: Path) -> None:
+    """The GPU check's two steps with ``device=cpu`` (gloo): the orchestration, not the GPU figures."""
+    data = export_file(tmp_path, 20)
+    args = argparse.Namespace(
+        batch_sizes="128", repeats=1, compile=False, bench_timeout=100.0, ddp_epochs=1, ddp_timeout=100.0
+    )
+    bench = run_bench(data, args, device="cpu")
+    assert bench["bench"] == "trainer_throughput" and bench["ratio"] > 0, bench
+    assert bench["architecture"]["in_planes"] == 65 and bench["architecture"]["policy_size"] == 3717
+    ddp = asyncio.run(run_ddp(data, tmp_path, 2, args, device="cpu"))
+    assert ddp["ok"] and ddp["world_size"] == 2 and ddp["reason"] in ("ok", "teardown_crash"), ddp
+    assert "torch.distributed.run" in ddp["command"] and len(ddp["epochs"]) == 1
+    assert ddp["epochs"][0]["samples_per_second"] > 0
