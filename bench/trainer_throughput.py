@@ -1,6 +1,6 @@
 """Trainer throughput vs a bare torch loop: the trainer's own model on a real exported file, same run.
 
-``python -m bench.trainer_throughput [--games 100] [--batch-sizes 128,512] [--threads T] [--repeats 3]
+``python -m bench.trainer_throughput [--games 100] [--batch-sizes 128,512] [--threads 1] [--repeats 5]
 [--device cpu|cuda] [--amp off|auto|bf16|fp16] [--channels-last] [--compile] [--prefetch N]
 [--data NPZ]``
 prints one JSON object.
@@ -17,7 +17,9 @@ globals, a 3,717-move policy); the model is the service's default (``training.ch
   per batch the same ``unpack_cells`` to float, forward, loss, backward and the same optimiser
   (fused AdamW), nothing else; one sync at the end.
 
-Rounds alternate trainer and bare so machine noise hits both; each figure is the best round.
+Rounds alternate trainer and bare so machine noise hits both; each figure is the median
+round (on a shared machine the best round is whichever one the neighbours left alone;
+``ratio_best_rounds`` gives that ratio too).
 ``--threads`` defaults to 1 intra-op thread (the loader's thread is the trainer's own extra):
 on a shared machine with fewer free cores than threads, OpenMP's fork/join waits dominate
 every small op, and whether another thread is calling torch at the time changes how its
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -159,12 +162,13 @@ def measure(data: Path, out: Path, args: argparse.Namespace, batch_size: int) ->
         t = time.time()
         bare_sps.append(bare_loop(trainer, held, batch_size))
         phases.append({"side": "bare", "batch_size": batch_size, "start": t, "end": time.time()})
-    best_t, best_b = max(trainer_sps), max(bare_sps)
+    med_t, med_b = statistics.median(trainer_sps), statistics.median(bare_sps)
     return {
         "batch_size": batch_size,
-        "trainer_samples_per_second": round(best_t, 1),
-        "bare_samples_per_second": round(best_b, 1),
-        "ratio": round(best_t / best_b, 3),
+        "trainer_samples_per_second": round(med_t, 1),
+        "bare_samples_per_second": round(med_b, 1),
+        "ratio": round(med_t / med_b, 3),
+        "ratio_best_rounds": round(max(trainer_sps) / max(bare_sps), 3),
         "trainer_rounds": [round(v, 1) for v in trainer_sps],
         "bare_rounds": [round(v, 1) for v in bare_sps],
         "architecture": trainer.arch.as_dict(),
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help=f"torch intra-op threads (default 1; this machine's default_threads(1) is {default_threads(1)})",
     )
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per side and batch size")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--amp", choices=AMP_MODES, default="auto")
     p.add_argument("--channels-last", action="store_true")

@@ -12,9 +12,9 @@ bitwise ops, or a scatter plus the constant planes) runs where the model runs. C
 indices are range-checked on the host per read window first: an out-of-range index
 in a device scatter is a device-side assert on CUDA, not an error naming the file.
 
-With ``prefetch > 0`` a background thread (:mod:`.prefetch`) does all of that ``prefetch``
-batches ahead, on a side CUDA stream on GPUs, so the next batch is on the device
-before the current step ends.
+With ``prefetch > 0`` a background thread (:mod:`.prefetch`) reads and gathers
+``prefetch`` batches ahead; on CUDA it also issues the copies and the unpack on a side
+stream, so the next batch is on the device before the current step ends.
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ class HostBatch:
     f: torch.Tensor  # float32 (B, G + 5): globals, values_mp (4 seats), values
     i: torch.Tensor  # int64 (B, 2): policy index, seat
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.x, self.f, self.i)
+
 
 class BatchLoader:
     """Batches over ``indices``; with ``world > 1`` each rank gets its own shard.
@@ -201,8 +204,15 @@ class BatchLoader:
                 for hb in host:
                     yield self.to_device(hb)
             return
-        with contextlib.closing(iter(Prefetcher(host, self.to_device, self.prefetch, self.device))) as it:
-            yield from it
+        if self.device.type == "cuda":  # copies and unpack on the thread's side stream
+            with contextlib.closing(iter(Prefetcher(host, self.to_device, self.prefetch, self.device))) as it:
+                yield from it
+            return
+        # CPU: the thread reads and gathers; the unpack stays here, beside the model: on a
+        # thread it would need a second free core for little gain, and a busy machine has none.
+        with contextlib.closing(iter(Prefetcher(host, _same, self.prefetch, self.device))) as it:
+            for hb in it:
+                yield self.to_device(hb)
 
     def host_batches(self, epoch: int) -> Generator[HostBatch]:
         order = self._order(epoch)
@@ -258,3 +268,7 @@ class BatchLoader:
         x = x.to(dtype=torch.float32, memory_format=self.memory_format)
         g = a.num_globals
         return Batch(x=x, g=f[:, :g], values_mp=f[:, g:-1], values=f[:, -1], policy=i[:, 0], seat=i[:, 1])
+
+
+def _same(hb: HostBatch) -> HostBatch:
+    return hb
