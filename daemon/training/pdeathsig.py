@@ -17,6 +17,8 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# The runner puts its pid here; the trainer's watcher stops the run when that process is gone.
+SUPERVISOR_PID_ENV = "RINGRIFT_SUPERVISOR_PID"
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:

@@ -32,6 +32,7 @@ import structlog
 from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import exit_name
 from daemon.training.outcome import Reason, TrainerOutcome, classify
+from daemon.training.pdeathsig import SUPERVISOR_PID_ENV
 from daemon.training.pidrecords import group_alive, pids_of_run, reap_orphans, record_path, write_record
 
 __all__ = ["Reason", "TrainerArgs", "TrainerOutcome", "TrainerRunner", "reap_orphans"]
@@ -95,7 +96,7 @@ class TrainerRunner:
         env["TQDM_DISABLE"] = "1"
         env["RINGRIFT_RUN_ID"] = run_id
         # The trainer stops itself (checkpoint, exit) if this process dies without stopping it.
-        env["RINGRIFT_SUPERVISOR_PID"] = str(os.getpid())
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())
         if self.omp_num_threads is not None:
             env["OMP_NUM_THREADS"] = str(self.omp_num_threads)
         return env

@@ -28,9 +28,8 @@ from typing import Any
 
 from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.pdeathsig import SUPERVISOR_PID_ENV
 from daemon.training.pidrecords import proc_start_time
-
-SUPERVISOR_PID_ENV = "RINGRIFT_SUPERVISOR_PID"
 
 
 def build_parser() -> argparse.ArgumentParser:
