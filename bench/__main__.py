@@ -38,7 +38,7 @@ BENCHES: tuple[str, ...] = (
 # Smaller sizes for ``--all --quick`` (same figures, fewer repetitions).
 QUICK_ARGS: dict[str, list[str]] = {
     "locks_latency": ["--n", "400", "--clients", "4", "--failovers", "2"],
-    "trainer_throughput": ["--samples", "3000", "--repeats", "2"],
+    "trainer_throughput": ["--games", "60", "--batch-sizes", "128", "--repeats", "2"],
     "export_throughput": ["--games", "600", "--hex-games", "600", "--rss-sizes", "300,1200"],
 }
 DEFAULT_TIMEOUT = 900.0

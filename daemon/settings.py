@@ -27,6 +27,7 @@ from pydantic import (
 
 from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
 from daemon.redis_keys import DEFAULT_PREFIX
+from daemon.training.args import AmpMode, trainer_default
 
 ENV_PREFIX = "RINGRIFT_DAEMON_"
 ENV_NESTING = "__"
@@ -222,6 +223,17 @@ class TrainingSettings(_Section):
     epochs: int | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
     learning_rate: float = Field(default=2e-3, gt=0)
+    # Trainer knobs, passed as the TrainerArgs fields of the same name (their help says more).
+    # CPU threads per trainer; None: daemon.training.threads.default_threads(max_concurrent).
+    threads: int | None = Field(default=None, gt=0)
+    # Mixed precision: auto (bf16 where the GPU has it, else fp16 + GradScaler; off on CPU), bf16, fp16, off.
+    amp: AmpMode = trainer_default("amp")
+    # NHWC memory format for the model and its inputs (GPU convolutions).
+    channels_last: bool = trainer_default("channels_last")
+    # torch.compile the training model (slower first steps while it compiles).
+    compile: bool = trainer_default("compile")
+    # Batches a background thread prepares ahead (pinned memory, side CUDA stream); 0 = none.
+    prefetch: int = Field(default=trainer_default("prefetch"), ge=0)
 
 
 # The fewest games a promotion test may be capped at: below this no SPRT can reach its bounds.

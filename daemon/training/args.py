@@ -17,9 +17,11 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DEVICES = ("auto", "cpu", "cuda")
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
 # Fields that must be > 0 when given.
 _POSITIVE = (
     "epochs",
@@ -31,7 +33,9 @@ _POSITIVE = (
     "lr",
     "heartbeat_interval",
     "grad_clip",
+    "sync_every",
 )
+_NON_NEGATIVE = ("prefetch",)
 
 
 def _m(help: str, *, choices: Sequence[str] | None = None, hidden: bool = False) -> dict[str, Any]:
@@ -69,7 +73,44 @@ class TrainerArgs:
     grad_clip: float = field(default=1.0, metadata=_m("gradient norm clip"))
     warmup_fraction: float = field(default=0.05, metadata=_m("share of steps spent warming up the lr"))
     threads: int | None = field(
-        default=None, metadata=_m("CPU threads for torch (intra-op); default: torch's own choice")
+        default=None,
+        metadata=_m(
+            "CPU threads for torch (intra-op); default: torch's own choice (the service passes "
+            "training.threads, else daemon.training.threads.default_threads)"
+        ),
+    )
+    amp: str = field(
+        default="auto",
+        metadata=_m(
+            "mixed precision: auto = bf16 on GPUs that support it, else fp16 with a GradScaler, "
+            "float32 on CPU; bf16|fp16 force it (also on CPU, slowly: for tests); off = float32",
+            choices=AMP_MODES,
+        ),
+    )
+    channels_last: bool = field(
+        default=False,
+        metadata=_m("NHWC memory format for the model and its inputs (faster convolutions on GPUs)"),
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_m(
+            "torch.compile the training model: the first steps run slower while it compiles "
+            "(the CPU backend needs a C++ compiler)"
+        ),
+    )
+    prefetch: int = field(
+        default=2,
+        metadata=_m(
+            "batches prepared ahead by a background thread (pinned host memory and a side CUDA "
+            "stream on GPUs); 0 = prepare each batch in the training thread"
+        ),
+    )
+    sync_every: int = field(
+        default=50,
+        metadata=_m(
+            "steps between host reads of the device-side loss (the NaN check) and, under DDP, the "
+            "all-reduce of the stop flag: a DDP run sees SIGTERM within this many steps"
+        ),
     )
     heartbeat_interval: float = field(default=30.0, metadata=_m("seconds between heartbeat lines"))
     debug_nan_at_step: int | None = field(
@@ -130,9 +171,21 @@ class TrainerArgs:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
+        for name in _NON_NEGATIVE:
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (got {value})")
 
     def replace(self, **changes: Any) -> TrainerArgs:
         return dataclasses.replace(self, **changes)
+
+
+def trainer_default(name: str) -> Any:
+    """A :class:`TrainerArgs` field's default (the settings sections take theirs from here)."""
+    f = {f.name: f for f in dataclasses.fields(TrainerArgs)}[name]
+    if f.default is dataclasses.MISSING:
+        raise KeyError(f"TrainerArgs.{name} has no default")
+    return f.default
 
 
 def _flag(f: dataclasses.Field[Any]) -> str:

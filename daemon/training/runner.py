@@ -4,7 +4,12 @@ The trainer runs in its own session (pgid == pid) so timeout, cancel (lease lost
 and heartbeat loss end the whole group: SIGTERM, ``grace`` seconds for the trainer
 to checkpoint, then SIGKILL; the child is always reaped. stdout carries one JSON
 progress object per line; anything else is logged and ignored. stderr is logged
-and its tail kept for the outcome.
+and its tail kept for the outcome (:mod:`daemon.training.outcome` classifies it).
+
+The trainer sets a parent-death signal (:mod:`daemon.training.pdeathsig`): the kernel sends
+it when the thread that forked the trainer exits, i.e. this runner's event-loop thread, so
+run the loop in a thread that lives as long as the service (``asyncio.run`` in the main
+thread does).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -25,33 +30,17 @@ import orjson
 import structlog
 
 from daemon.training.args import TrainerArgs
-from daemon.training.exitcodes import ExitCode, exit_name
+from daemon.training.exitcodes import exit_name
+from daemon.training.outcome import Reason, TrainerOutcome, classify
+from daemon.training.pdeathsig import SUPERVISOR_PID_ENV
 from daemon.training.pidrecords import group_alive, pids_of_run, reap_orphans, record_path, write_record
 
-__all__ = ["TrainerArgs", "TrainerOutcome", "TrainerRunner", "reap_orphans"]
+__all__ = ["Reason", "TrainerArgs", "TrainerOutcome", "TrainerRunner", "reap_orphans"]
 
 log = structlog.get_logger(__name__)
 
-Reason = Literal["ok", "exit", "timeout", "cancelled", "heartbeat", "signal"]
 _DROP_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _POLL = 0.05
-
-
-@dataclass
-class TrainerOutcome:
-    exit_code: int
-    exit_name: str
-    duration: float
-    last_progress: dict[str, Any] | None
-    checkpoint: Path | None
-    reason: Reason
-    pid: int
-    pgid: int
-    stderr_tail: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == ExitCode.OK and self.checkpoint is not None
 
 
 class TrainerRunner:
@@ -66,6 +55,7 @@ class TrainerRunner:
         env: Mapping[str, str] | None = None,
         omp_num_threads: int | None = None,
         nproc_per_node: int = 1,
+        launcher: Literal["auto", "torchrun"] = "auto",
         cwd: Path | None = None,
         line_limit: int = 8 * 1024 * 1024,
         stderr_tail_lines: int = 40,
@@ -78,12 +68,14 @@ class TrainerRunner:
         self.base_env = dict(env or {})
         self.omp_num_threads = omp_num_threads
         self.nproc_per_node = nproc_per_node
+        # auto: torchrun only for several processes; "torchrun" also for one (the GPU check).
+        self.launcher = launcher
         self.cwd = cwd
         self.line_limit = line_limit
         self.stderr_tail_lines = stderr_tail_lines
 
     def command(self, args: TrainerArgs) -> list[str]:
-        if self.nproc_per_node > 1:
+        if self.nproc_per_node > 1 or self.launcher == "torchrun":
             launcher = [
                 self.python,
                 "-m",
@@ -104,7 +96,7 @@ class TrainerRunner:
         env["TQDM_DISABLE"] = "1"
         env["RINGRIFT_RUN_ID"] = run_id
         # The trainer stops itself (checkpoint, exit) if this process dies without stopping it.
-        env["RINGRIFT_SUPERVISOR_PID"] = str(os.getpid())
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())
         if self.omp_num_threads is not None:
             env["OMP_NUM_THREADS"] = str(self.omp_num_threads)
         return env
@@ -242,11 +234,17 @@ class TrainerRunner:
                 continue
             state.last_activity = loop.time()
             state.last_progress = event
-            if event.get("event") == "done":
+            kind = event.get("event")
+            if kind == "done":
                 state.done = event
-            elif event.get("event") == "error":
+            elif kind == "error":
                 state.error = event
-            log.debug("trainer.progress", run_id=run_id, progress=event)
+            elif kind == "start":
+                state.started_at = loop.time()
+            if kind == "epoch":
+                _log_epoch(run_id, event, loop.time() - (state.started_at or loop.time()))
+            else:
+                log.debug("trainer.progress", run_id=run_id, progress=event)
             if on_progress is not None:
                 try:
                     on_progress(event)
@@ -276,31 +274,57 @@ class TrainerRunner:
         run_id: str,
         args: TrainerArgs,
     ) -> TrainerOutcome:
-        name = exit_name(rc)
-        # torchrun exits 1 whatever the worker code was: trust the worker's own error event.
-        if rc == ExitCode.INTERNAL_ERROR and state.error and isinstance(state.error.get("code"), str):
-            name = state.error["code"]
-        reason: Reason = stopped or ("ok" if rc == 0 else "signal" if rc < 0 else "exit")
-        checkpoint: Path | None = None
-        if state.done and isinstance(state.done.get("checkpoint"), str):
-            checkpoint = Path(state.done["checkpoint"])
-        elif rc in (ExitCode.OK, ExitCode.INTERRUPTED):
-            checkpoint = args.out / "model.pt"
-        if checkpoint is not None and not checkpoint.is_file():
-            checkpoint = None
+        code, name, reason, checkpoint = classify(rc, stopped, state.done, state.error, args.out / "model.pt")
         outcome = TrainerOutcome(
-            rc, name, duration, state.last_progress, checkpoint, reason, pid, pid, list(state.stderr_tail)
-        )
+            code, name, duration, state.last_progress, checkpoint, reason, pid, pid,
+            list(state.stderr_tail), process_exit=rc,
+        )  # fmt: skip
+        if reason == "teardown_crash":
+            # The run finished (done + complete checkpoint); a process died tearing down after it.
+            log.warning(
+                "trainer.teardown_crash",
+                run_id=run_id,
+                process_exit=rc,
+                process_exit_name=exit_name(rc),
+                checkpoint=str(checkpoint),
+                stderr_tail=list(state.stderr_tail)[-5:],
+            )
         log.info(
             "trainer.exited",
             run_id=run_id,
-            exit_code=rc,
+            exit_code=code,
             exit_name=name,
             reason=reason,
+            process_exit=rc,
             duration=round(duration, 3),
             checkpoint=str(checkpoint) if checkpoint else None,
         )
         return outcome
+
+
+def _log_epoch(run_id: str, e: dict[str, Any], since_start: float) -> None:
+    """One INFO line per epoch (the operator's progress view; the full event goes to DEBUG)."""
+    epoch, epochs = e.get("epoch"), e.get("epochs")
+    eta: float | None = None
+    if isinstance(epoch, int) and isinstance(epochs, int) and epoch > 0 and since_start > 0:
+        eta = round(since_start / epoch * max(0, epochs - epoch), 1)  # an upper bound: early stop ends sooner
+    sps = e.get("samples_per_second")
+    log.info(
+        "trainer.epoch",
+        run_id=run_id,
+        epoch=epoch,
+        epochs=epochs,
+        train_loss=_round(e.get("train_loss")),
+        val_loss=_round(e.get("val_loss")),
+        policy_accuracy=_round(e.get("policy_accuracy")),
+        samples_per_second=round(sps, 1) if isinstance(sps, int | float) else None,
+        eta_seconds=eta,
+    )
+    log.debug("trainer.progress", run_id=run_id, progress=e)
+
+
+def _round(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
 
 
 @dataclass
@@ -310,6 +334,7 @@ class _StreamState:
     last_progress: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    started_at: float | None = None  # loop time of the ``start`` event (the ETA's origin)
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

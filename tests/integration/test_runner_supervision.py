@@ -203,3 +203,10 @@ def test_child_env_and_commands(tmp_path: Path) -> None:
         "daemon.training",
     ]
     assert "--fencing-token" in cmd and cmd[-1] == "--allow-legacy-pickle"
+
+
+def test_torchrun_launcher_for_a_single_process(tmp_path: Path) -> None:
+    args = TrainerArgs(data=Path("d.npz"), out=Path("o"), epochs=1, batch_size=8)
+    assert _runner(tmp_path, python="/py").command(args)[:3] == ["/py", "-m", "daemon.training"]
+    cmd = _runner(tmp_path, python="/py", launcher="torchrun").command(args)
+    assert cmd[:6] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.training.args import TrainerArgs
+from daemon.training.args import TrainerArgs, trainer_default
 from daemon.training.trainer.cli import build_parser
 
 paths = st.builds(Path, st.text(st.characters(min_codepoint=48, max_codepoint=122), min_size=1, max_size=12))
@@ -80,3 +80,46 @@ def test_out_of_range(flag: str) -> None:
     base = ["--data", "d", "--out", "o", "--epochs", "1", "--batch-size", "1"]
     with pytest.raises(ValueError, match=flag):
         TrainerArgs.from_argv([*base, flag, "0"])
+
+
+@given(
+    amp=st.sampled_from(["auto", "bf16", "fp16", "off"]),
+    channels_last=st.booleans(),
+    compile_=st.booleans(),
+    prefetch=st.integers(min_value=0, max_value=64),
+    sync_every=pos,
+)
+def test_gpu_knobs_round_trip(
+    amp: str, channels_last: bool, compile_: bool, prefetch: int, sync_every: int
+) -> None:
+    args = TrainerArgs(
+        data=Path("d"), out=Path("o"), epochs=1, batch_size=2, amp=amp, channels_last=channels_last,
+        compile=compile_, prefetch=prefetch, sync_every=sync_every,
+    )  # fmt: skip
+    assert TrainerArgs.from_argv(args.to_argv()) == args
+
+
+def test_knob_ranges_and_choices() -> None:
+    base = ["--data", "d", "--out", "o", "--epochs", "1", "--batch-size", "1"]
+    with pytest.raises(ValueError, match="--prefetch must be >= 0"):
+        TrainerArgs.from_argv([*base, "--prefetch", "-1"])
+    with pytest.raises(ValueError, match="--sync-every must be > 0"):
+        TrainerArgs.from_argv([*base, "--sync-every", "0"])
+    with pytest.raises(SystemExit):
+        TrainerArgs.from_argv([*base, "--amp", "fp8"])
+    assert TrainerArgs.from_argv([*base, "--prefetch", "0"]).prefetch == 0
+
+
+def test_training_settings_take_the_trainer_defaults() -> None:
+    from pydantic import ValidationError
+
+    from daemon.settings import TrainingSettings
+
+    t = TrainingSettings()
+    for name in ("amp", "channels_last", "compile", "prefetch"):
+        assert getattr(t, name) == trainer_default(name), name
+    assert t.threads is None
+    assert TrainingSettings(amp="bf16", threads=3, prefetch=0).amp == "bf16"
+    for bad in ({"amp": "fp8"}, {"threads": 0}, {"prefetch": -1}):
+        with pytest.raises(ValidationError):
+            TrainingSettings(**bad)  # type: ignore[arg-type]

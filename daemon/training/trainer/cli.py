@@ -1,5 +1,13 @@
 """``python -m daemon.training``: argument parsing, signals, error -> exit code.
 
+The supervisor's death stops the trainer, from the first line on: the parent-death
+signal (:mod:`daemon.training.pdeathsig`, Linux) is set by ``__main__`` before anything
+else is imported, and the
+supervisor-pid watcher (portable backstop; also covers torchrun workers, whose parent
+is torchrun) starts before ``import torch``. Both deliver SIGTERM: during the import
+its default action ends the process (nothing to save yet); once the handlers are in,
+the trainer finishes the step, saves and exits.
+
 Test-only flag (hidden from --help): ``--debug-nan-at-step N`` multiplies the loss
 by NaN from global step N so the DIVERGED path can be exercised on real data.
 """
@@ -20,6 +28,7 @@ from typing import Any
 
 from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.pdeathsig import SUPERVISOR_PID_ENV
 from daemon.training.pidrecords import proc_start_time
 
 
@@ -76,6 +85,11 @@ def watch_supervisor(pid: int, on_gone: Callable[[], None], period: float = 1.0)
     return t
 
 
+def _terminate_self() -> None:
+    """SIGTERM to this process: the default action before the handlers are in, a clean stop after."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     env = os.environ if environ is None else environ
@@ -84,6 +98,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ValueError as e:
         _print_json({"event": "error", "code": "BAD_ARGS", "message": str(e)})
         return int(ExitCode.BAD_ARGS)
+    supervisor = env.get(SUPERVISOR_PID_ENV, "")
+    if supervisor.isdigit():
+        watch_supervisor(int(supervisor), _terminate_self)
     # torch is imported only here, after argument checks (fast --help, fast BAD_ARGS).
     import torch
 
@@ -97,18 +114,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     stop = StopFlag()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
-    supervisor = env.get("RINGRIFT_SUPERVISOR_PID", "")
-    if supervisor.isdigit():
-        watch_supervisor(int(supervisor), stop.set)
 
     def emit(obj: dict[str, Any]) -> None:
         if info.is_main:
             _print_json(obj)
 
+    trainer: Trainer | None = None
+    finished = False
     try:
         trainer = Trainer(cfg, info=info, emit=emit, stop=stop)
         trainer.setup()
-        return int(trainer.run())
+        code = trainer.run()
+        finished = True
+        return int(code)
     except TrainerError as exc:
         print(f"trainer: {exc.code.name}: {exc.message}", file=sys.stderr, flush=True)
         emit({"event": "error", "code": exc.code.name, "message": exc.message})
@@ -118,4 +136,5 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         emit({"event": "error", "code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"})
         return int(ExitCode.INTERNAL_ERROR)
     finally:
-        ddp.close(info)
+        sys.stdout.flush()
+        ddp.close(info, getattr(trainer, "device", None), finished=finished)

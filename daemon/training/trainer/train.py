@@ -1,18 +1,24 @@
-"""The training loop: AdamW + warm-up/cosine, clipping, AMP on CUDA, DDP, early stopping.
+"""The training loop: AdamW + warm-up/cosine, clipping, mixed precision, DDP, early stopping.
 
-Every rank runs the same loop; rank 0 alone prints progress and writes the
-checkpoint. Per step, DDP ranks all-reduce ``[loss, stop]`` so a NaN or a SIGTERM
-seen by one rank stops all of them at the same step.
+Every rank runs the same loop; rank 0 alone prints progress and writes the checkpoint.
+No host sync inside the step loop: the loss is summed on the device and read every
+``--sync-every`` steps (the NaN check) and at the epoch end; the optimiser is fused
+AdamW, which takes GradScaler's inf flag on the device (the unfused path reads it on
+the host every step), and gradient clipping never reads the norm back. Under DDP the
+stop flag (SIGTERM on any rank) and the NaN flag are all-reduced as one device tensor
+every ``--sync-every`` steps and at the epoch end, so every rank stops at the same step.
+The next batch is prepared by the loader's background thread meanwhile (data.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -22,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from daemon.npz.reader import open_training_file
 from daemon.training.args import TrainerArgs
 from daemon.training.exitcodes import ExitCode, TrainerError
+from daemon.training.outcome import DONE_CHECKPOINT_BYTES
 from daemon.training.trainer import ddp
 from daemon.training.trainer.checkpoint import (
     CHECKPOINT_NAME,
@@ -31,9 +38,17 @@ from daemon.training.trainer.checkpoint import (
 )
 from daemon.training.trainer.checkpoint import warm_start as load_parent
 from daemon.training.trainer.data import Batch, BatchLoader, majority_baseline, split_by_game
+from daemon.training.trainer.device import (
+    configure_backends,
+    fused_optimizer_ok,
+    pick_device,
+    resolve_precision,
+)
 from daemon.training.trainer.model import Architecture, RingNet
 
 Emit = Callable[[dict[str, Any]], None]
+
+__all__ = ["StopFlag", "Trainer", "compute_loss", "lr_lambda", "pick_device"]
 
 
 class StopFlag:
@@ -44,16 +59,6 @@ class StopFlag:
 
     def set(self) -> None:
         self.is_set = True
-
-
-def pick_device(requested: str, info: ddp.DistInfo) -> torch.device:
-    has_cuda = torch.cuda.is_available()
-    if requested == "cuda" and not has_cuda:
-        raise TrainerError(ExitCode.BAD_ARGS, "--device cuda requested but CUDA is not available")
-    if requested == "cuda" or (requested == "auto" and has_cuda):
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
 
 
 def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -91,7 +96,8 @@ class Trainer:
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device, info)
-        self.amp = self.device.type == "cuda"
+        self.precision = resolve_precision(cfg.amp, self.device)
+        configure_backends(self.device)
         self.arrays = open_training_file(cfg.data, allow_legacy_pickle=cfg.allow_legacy_pickle)
         a = self.arrays
         self.num_players = int(a.meta["num_players"])
@@ -110,6 +116,8 @@ class Trainer:
         if parent_ckpt is not None and cfg.init is not None:
             load_parent(self.model, self.arch, parent_ckpt, cfg.init)
         self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.split = split_by_game(a.game_ids)
         _, self.baseline = majority_baseline(a.policy_index, self.split)
         ddp.init(info, self.device)
@@ -117,42 +125,43 @@ class Trainer:
         if info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:  # after DDP: its optimiser splits the graph at the bucket boundaries
+            self.net = cast(nn.Module, torch.compile(self.net))
         self.train_loader = BatchLoader(
-            a,
-            self.split.train,
-            cfg.batch_size,
-            self.device,
-            shuffle=True,
-            seed=cfg.seed,
-            rank=info.rank,
-            world=info.world,
-        )
+            a, self.split.train, cfg.batch_size, self.device, shuffle=True, seed=cfg.seed,
+            rank=info.rank, world=info.world, prefetch=cfg.prefetch, channels_last=cfg.channels_last,
+        )  # fmt: skip
         self.val_loader = BatchLoader(
-            a,
-            self.split.val,
-            cfg.batch_size,
-            self.device,
-            shuffle=False,
-            seed=cfg.seed,
-            rank=info.rank,
-            world=info.world,
-            equal_shards=False,
-        )
+            a, self.split.val, cfg.batch_size, self.device, shuffle=False, seed=cfg.seed,
+            rank=info.rank, world=info.world, equal_shards=False, prefetch=cfg.prefetch,
+            channels_last=cfg.channels_last,
+        )  # fmt: skip
         steps = max(1, -(-self.train_loader.num_samples() // cfg.batch_size)) * cfg.epochs
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=fused_optimizer_ok(self.device) or None,
+        )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(steps, cfg.warmup_fraction))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision.dtype)
 
     # -- one epoch ---------------------------------------------------------
     def _step(self, b: Batch) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        """One optimiser step; the loss stays on the device (reading it would sync)."""
+        with self.autocast():
             logits, values = self.net(b.x, b.g)
         loss, _, _ = compute_loss(logits, values, b, self.num_players)
         if self.cfg.debug_nan_at_step is not None and self.global_step >= self.cfg.debug_nan_at_step:
             loss = loss * float("nan")
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-        self.scaler.unscale_(self.opt)
+        self.scaler.unscale_(self.opt)  # no-op without fp16
         nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -160,65 +169,84 @@ class Trainer:
         self.global_step += 1
         return loss.detach()
 
+    def _agree(self, loss_sum: torch.Tensor, first_step: int) -> bool:
+        """The sync point: raise DIVERGED on a non-finite loss sum; True when any rank must stop.
+
+        One device tensor ``[loss_sum not finite, stop]``, all-reduced under DDP, read once.
+        """
+        stop = torch.full((), float(self.stop.is_set), dtype=torch.float64, device=self.device)
+        flags = torch.stack([(~torch.isfinite(loss_sum)).to(torch.float64), stop])
+        bad, stop_any = ddp.all_reduce_sum(flags, self.info, self.device).tolist()
+        if bad:
+            raise TrainerError(
+                ExitCode.DIVERGED,
+                f"non-finite loss in steps {first_step}..{self.global_step - 1} (checked every "
+                f"{self.cfg.sync_every} steps)",
+            )
+        if stop_any:
+            self.stop.set()
+        return bool(stop_any)
+
     def train_epoch(self, epoch: int) -> tuple[float, int, float]:
-        """Returns (mean loss, samples on this rank, seconds); raises DIVERGED on a non-finite loss."""
+        """Returns (mean loss over all ranks, samples on this rank, seconds); raises DIVERGED."""
         self.net.train()
-        total, seen, t0 = 0.0, 0, time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen, steps, t0 = 0, 0, time.perf_counter()
+        checked_from = self.global_step
         last_beat = time.monotonic()
-        for b in self.train_loader.epoch(epoch):
-            loss = self._step(b)
-            flags = torch.stack([loss.float().cpu(), torch.tensor(float(self.stop.is_set))])
-            loss_v, stop = ddp.all_reduce_sum(flags, self.info).tolist()
-            if not math.isfinite(loss_v):
-                raise TrainerError(ExitCode.DIVERGED, f"non-finite loss {loss_v} at step {self.global_step}")
-            total += loss_v / self.info.world * len(b)
-            seen += len(b)
-            if stop:
-                self.stop.set()
-                break
-            if time.monotonic() - last_beat >= self.cfg.heartbeat_interval:
-                last_beat = time.monotonic()
-                self.emit({"event": "heartbeat", "epoch": epoch, "step": self.global_step, "samples": seen})
-        return total / max(1, seen), seen, time.perf_counter() - t0
+        every = self.cfg.sync_every
+        with contextlib.closing(self.train_loader.epoch(epoch)) as batches:
+            for b in batches:
+                n = len(b)
+                loss_sum += self._step(b).to(torch.float64) * n
+                seen += n
+                steps += 1
+                if steps % every == 0:
+                    if self._agree(loss_sum, checked_from):
+                        break
+                    checked_from = self.global_step
+                elif not self.info.enabled and self.stop.is_set:  # alone: stop at once
+                    break
+                if time.monotonic() - last_beat >= self.cfg.heartbeat_interval:
+                    last_beat = time.monotonic()
+                    beat = {"event": "heartbeat", "epoch": epoch, "step": self.global_step, "samples": seen}
+                    self.emit(beat)
+        self._agree(loss_sum, checked_from)
+        totals = torch.stack([loss_sum, torch.full_like(loss_sum, seen)])
+        total, count = ddp.all_reduce_sum(totals, self.info, self.device).tolist()
+        return total / max(1.0, count), seen, time.perf_counter() - t0
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        # loss, policy loss, value loss (seats), mover value loss, correct, policy rows, rows, stop
-        s = torch.zeros(8, dtype=torch.float64)
-        for b in self.val_loader.epoch(0):
-            if self.stop.is_set:
-                break
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits, values = self.model(b.x, b.g)
-            _, p_loss, v_loss = compute_loss(logits, values, b, self.num_players)
-            mover = values.float().gather(1, b.seat[:, None]).squeeze(1)
-            valid = b.policy >= 0
-            n_pol, n = float(valid.sum()), float(len(b))
-            correct = float(((logits.argmax(1) == b.policy) & valid).sum())
-            s += torch.tensor(
-                [
-                    0.0,
-                    float(p_loss) * n_pol,
-                    float(v_loss) * n,
-                    float(F.mse_loss(mover, b.values)) * n,
-                    correct,
-                    n_pol,
-                    n,
-                    0.0,
-                ],
-                dtype=torch.float64,
-            )
-        s[7] = float(self.stop.is_set)
-        s = ddp.all_reduce_sum(s, self.info)
-        if s[7] > 0:
+        # policy loss * rows, value loss (seats) * rows, mover value loss * rows, correct, policy rows
+        s = torch.zeros(5, dtype=torch.float64, device=self.device)
+        rows = 0
+        with contextlib.closing(self.val_loader.epoch(0)) as batches:
+            for b in _until(batches, self.stop):
+                with self.autocast():
+                    logits, values = self.model(b.x, b.g)
+                _, p_loss, v_loss = compute_loss(logits, values, b, self.num_players)
+                mover = values.float().gather(1, b.seat[:, None]).squeeze(1)
+                valid = b.policy >= 0
+                n_pol = valid.sum().to(torch.float64)
+                n = len(b)
+                correct = ((logits.argmax(1) == b.policy) & valid).sum().to(torch.float64)
+                mover_loss = F.mse_loss(mover, b.values).double() * n
+                s += torch.stack([p_loss.double() * n_pol, v_loss.double() * n, mover_loss, correct, n_pol])
+                rows += len(b)
+        tail = torch.tensor([rows, float(self.stop.is_set)], dtype=torch.float64, device=self.device)
+        p_sum, v_sum, mover_sum, correct, n_pol, n, stop = ddp.all_reduce_sum(
+            torch.cat([s, tail]), self.info, self.device
+        ).tolist()
+        if stop > 0:
             self.stop.set()
-        n_pol, n = max(1.0, float(s[5])), max(1.0, float(s[6]))
+        n_pol, n = max(1.0, n_pol), max(1.0, n)
         return {
-            "val_loss": float(s[1]) / n_pol + float(s[2]) / n,
-            "val_value_loss": float(s[2]) / n,
-            "val_value_loss_mover": float(s[3]) / n,
-            "policy_accuracy": float(s[4]) / n_pol,
+            "val_loss": p_sum / n_pol + v_sum / n,
+            "val_value_loss": v_sum / n,
+            "val_value_loss_mover": mover_sum / n,
+            "policy_accuracy": correct / n_pol,
         }
 
     # -- whole run ---------------------------------------------------------
@@ -230,6 +258,7 @@ class Trainer:
         losses: list[dict[str, float | int]] = []
         epochs_done = 0
         for epoch in range(1, cfg.epochs + 1):
+            t_epoch = time.perf_counter()
             train_loss, seen, secs = self.train_epoch(epoch)
             if self.stop.is_set:
                 break
@@ -250,7 +279,7 @@ class Trainer:
             improved = ev["val_loss"] < best_val - 1e-6
             if improved:
                 best_val, best_acc, bad_epochs = ev["val_loss"], ev["policy_accuracy"], 0
-                best = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                best = self._host_state()
             else:
                 bad_epochs += 1
             self.emit(
@@ -264,14 +293,14 @@ class Trainer:
                     "lr": self.sched.get_last_lr()[0],
                     "samples_per_second": seen * self.info.world / max(secs, 1e-9),
                     "improved": improved,
+                    "epoch_seconds": time.perf_counter() - t_epoch,
                 }
             )
             if bad_epochs >= cfg.patience:
                 self.emit({"event": "early_stop", "epoch": epoch, "best_val_loss": best_val})
                 break
         interrupted = self.stop.is_set
-        current = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        state = best if best is not None else current
+        state = best if best is not None else self._host_state()
         meta = self._metadata(epochs_done, losses, best_val, best_acc, interrupted)
         path: Path | None = None
         if self.info.is_main:
@@ -280,6 +309,10 @@ class Trainer:
             {
                 "event": "done",
                 "checkpoint": str(path) if path else None,
+                DONE_CHECKPOINT_BYTES: path.stat().st_size if path else None,
+                "peak_gpu_memory_bytes": (
+                    torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+                ),
                 "interrupted": interrupted,
                 "epochs": epochs_done,
                 "best_val_loss": meta["best_val_loss"],
@@ -288,6 +321,13 @@ class Trainer:
             }
         )
         return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+
+    def _host_state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the weights in the standard (NCHW) layout, whatever the training layout."""
+        return {
+            k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+            for k, v in self.model.state_dict().items()
+        }
 
     def _start_event(self) -> dict[str, Any]:
         return {
@@ -298,7 +338,11 @@ class Trainer:
             "val_samples": len(self.split.val),
             "val_is_train": self.split.val_is_train,
             "device": str(self.device),
-            "amp": self.amp,
+            "amp": self.precision.name,
+            "channels_last": self.cfg.channels_last,
+            "compile": self.cfg.compile,
+            "prefetch": self.cfg.prefetch,
+            "threads": torch.get_num_threads(),
             "world_size": self.info.world,
             "architecture": self.arch.as_dict(),
             "legacy": self.arrays.legacy,
@@ -337,3 +381,10 @@ class Trainer:
             "interrupted": interrupted,
             "legacy_data": a.legacy,
         }
+
+
+def _until(batches: Iterator[Batch], stop: StopFlag) -> Iterator[Batch]:
+    for b in batches:
+        if stop.is_set:
+            return
+        yield b
