@@ -18,6 +18,7 @@ from daemon.export.job import ExportResult
 from daemon.settings import TrainingSettings
 from daemon.training.args import TrainerArgs
 from daemon.training.runner import TrainerOutcome, TrainerRunner
+from daemon.training.threads import default_threads
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,11 @@ class TrainStep:
             channels=t.channels,
             blocks=t.blocks,
             lr=t.learning_rate,
+            threads=t.threads or default_threads(t.max_concurrent),
+            amp=t.amp,
+            channels_last=t.channels_last,
+            compile=t.compile,
+            prefetch=t.prefetch,
         )
 
     async def run(

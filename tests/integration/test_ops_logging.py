@@ -19,7 +19,8 @@ LOGGING = ROOT / "deploy" / "logging"
 EVENTS = {
     *["run.started", "run.succeeded", "run.failed", "run.interrupted"],
     *["export.started", "export.finished", "export.cache_hit", "export.failed"],
-    *["trainer.started", "trainer.progress", "trainer.exited"],
+    *["trainer.started", "trainer.progress", "trainer.epoch", "trainer.exited", "trainer.teardown_crash"],
+    *["promotion.accepted", "promotion.rejected", "registry.unavailable"],
     *["lock.acquired", "lock.released", "lock.lost", "lock.backend_selected", "lock.backend_fallback"],
     *["alert.raised", "alert.resolved", "source.unhealthy", "source.recovered"],
     *["registry.registered", "registry.rejected", "registry.promoted"],
