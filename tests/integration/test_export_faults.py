@@ -69,7 +69,9 @@ def setup(tmp_path: Path) -> tuple[Settings, Path, Path, bytes, bytes]:
 
 
 def child(s: Settings, mode: str, **extra: object) -> subprocess.Popen[str]:
-    cfg = {"settings": json.loads(s.model_dump_json()), "mode": mode, "key": KEY, **extra}
+    # Secrets are never read from a mapping; these settings have none to pass on.
+    dumped = s.model_dump_json(exclude={"redis": {"password"}, "registry": {"password"}})
+    cfg = {"settings": json.loads(dumped), "mode": mode, "key": KEY, **extra}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(cfg)],
@@ -92,7 +94,7 @@ def test_disk_full_rlimit_fsize(setup: tuple[Settings, Path, Path, bytes, bytes]
     proc = child(s, "fsize", limit=1 << 20)
     stdout, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 1, (stdout, stderr)
-    assert "FAILED" in stdout and "File too large" in stdout
+    assert "FAILED" in stdout and "File too large" in stdout, (stdout, stderr)
     assert_untouched(s, out, npz, cache)
     leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
     assert leftovers == []  # the failed writer removed its temporary files
