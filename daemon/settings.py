@@ -338,7 +338,8 @@ class Settings(_Section):
 
     @property
     def registry_url(self) -> str:
-        return self.registry.url or f"sqlite:///{self.registry_dir / 'registry.db'}"
+        # Absolute: "sqlite:///data/..." would name /data/... (the URL's path is absolute).
+        return self.registry.url or f"sqlite:///{(self.registry_dir / 'registry.db').absolute()}"
 
     @property
     def registry_store(self) -> str:

@@ -103,7 +103,7 @@ def default_url(registry_dir: Path) -> str:
 
 
 def sqlite_path(url: str) -> Path:
-    """``sqlite:///abs/path.db`` -> ``/abs/path.db`` (``sqlite:///rel.db`` is relative)."""
+    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``) -> ``/abs/path.db``: always absolute."""
     parts = urlsplit(url)
     if parts.scheme != "sqlite" or parts.netloc:
         raise RegistryError(f"registry url {url!r}: expected sqlite:///PATH")

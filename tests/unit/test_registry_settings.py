@@ -12,6 +12,20 @@ from daemon.registry import ModelRegistry
 from daemon.settings import SettingsError, settings_from_mapping
 
 
+def test_a_relative_data_dir_keeps_the_registry_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shipped config says ``data_dir: data``: the registry file must land in ./data, not /data.
+    monkeypatch.chdir(tmp_path)
+    s = settings_from_mapping({"data_dir": "data"})
+    assert s.registry_url == f"sqlite:///{tmp_path}/data/model_registry/registry.db"
+    with ModelRegistry.from_settings(s) as reg:
+        f = tmp_path / "m.pt"
+        f.write_bytes(os.urandom(100))
+        reg.register(f, "square8", 2)
+    assert (tmp_path / "data" / "model_registry" / "registry.db").is_file()
+
+
 def test_defaults_keep_the_single_node_layout(tmp_path: Path) -> None:
     s = settings_from_mapping({"data_dir": str(tmp_path)})
     assert s.registry.url is None and s.registry.store is None
