@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from daemon.data.gamedb import GameDB, GameDBError
 from daemon.data.sources import expand
+from daemon.export.encoder import EncoderError, load_encoder
 from daemon.settings import Settings
 
 TORCH_PROBE = (
@@ -65,6 +66,15 @@ def check_databases(settings: Settings) -> list[CheckResult]:
         finally:
             db.close()
     return out
+
+
+def check_encoder(settings: Settings) -> CheckResult:
+    # A plug-in encoder that cannot be imported would fail every export: stop the unit here.
+    try:
+        enc = load_encoder(settings.export.encoder, settings.export.history_length)
+    except EncoderError as e:
+        return CheckResult("encoder", False, str(e))
+    return CheckResult("encoder", True, f"{enc.name} v{enc.version}, {enc.num_planes} planes")
 
 
 def check_state_dir(settings: Settings) -> CheckResult:
@@ -127,7 +137,12 @@ def check_torch(settings: Settings, environ: dict[str, str]) -> CheckResult:
 
 
 def run_checks(settings: Settings, environ: dict[str, str]) -> list[CheckResult]:
-    results = [check_settings(settings), check_state_dir(settings), *check_databases(settings)]
+    results = [
+        check_settings(settings),
+        check_state_dir(settings),
+        check_encoder(settings),
+        *check_databases(settings),
+    ]
     rc = check_redis(settings)
     if rc is not None:
         results.append(rc)

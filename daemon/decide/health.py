@@ -331,7 +331,8 @@ class TrainingHealthMonitor:
         rank = max((SEVERITY_RANK[a.severity] for a in alerts), default=0)
         status = STATUS_BY_RANK[rank]
         if not alerts:
-            summary = f"no active alerts ({len(self._configs)} configs tracked)"
+            tracked = set(self.configs) | set(self._configs)  # enabled ones, and any with history
+            summary = f"no active alerts ({len(tracked)} configs tracked)"
         else:
             crit = sum(1 for a in alerts if a.severity == "critical")
             first = alerts[0]

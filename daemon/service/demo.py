@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from daemon.data.replaydb import connect_writer
 from daemon.data.sources import expand
 from daemon.registry.records import RegistryError
 from daemon.registry.registry import ModelRegistry
@@ -35,6 +36,11 @@ def demo_settings(settings: Settings) -> Settings:
     if Path(d.db).absolute() not in expand(settings.game_dbs):
         update["game_dbs"] = (*settings.game_dbs, str(d.db))
     return settings.model_copy(update=update)
+
+
+def create_demo_db(settings: Settings) -> None:
+    """Create the demo's database before the first poll (else it is an unhealthy source at start)."""
+    connect_writer(Path(settings.demo.db)).close()
 
 
 class DemoData:

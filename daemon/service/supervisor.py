@@ -14,7 +14,6 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from daemon.pipeline import Lease, PipelineResult
 from daemon.service.app import App, build_app
+from daemon.service.demo import DemoData, create_demo_db, demo_settings
 from daemon.service.http import HttpServer
 from daemon.service.notify import SystemdNotifier, Watchdog
 from daemon.service.recovery import recover
@@ -227,14 +227,11 @@ async def run_service(
     settings: Settings, *, once: bool = False, demo: bool = False, environ: dict[str, str] | None = None
 ) -> int:
     env = dict(environ or {})
-    sim_task = None
-    sim_stop = asyncio.Event()
     if demo:
-        settings = _with_demo_db(settings)
-        from daemon.selfplay_sim import SelfPlaySim
-
-        sim = SelfPlaySim(settings.demo.db, [settings.demo.config], settings.demo.rate)
-        sim_task = asyncio.create_task(sim.run(sim_stop))
+        settings = demo_settings(settings)
+        create_demo_db(settings)
+    demo_task: asyncio.Task[None] | None = None
+    demo_stop = asyncio.Event()
     notifier = SystemdNotifier.from_environ(env, pid=os.getpid())
     notifier.open()
     service = Service(build_app(settings, env), notifier=notifier)
@@ -242,8 +239,9 @@ async def run_service(
         await service.start()
     except Exception as e:
         log.error("service.startup_failed", error=str(e))
-        sim_stop.set()
         return EXIT_STARTUP_FAILURE
+    if demo:
+        demo_task = asyncio.create_task(DemoData(settings, service.app.models).run(demo_stop))
     try:
         log.info(
             "service.started",
@@ -259,19 +257,10 @@ async def run_service(
             notifier.ready(status=f"{len(settings.configs)} configs, {service.app.locks.backend} locks")
             await service.should_exit.wait()
     finally:
-        sim_stop.set()
+        demo_stop.set()
+        if demo_task is not None:
+            await asyncio.gather(demo_task, return_exceptions=True)
         await service.drain()
         await service.close()
-        if sim_task is not None:
-            await asyncio.gather(sim_task, return_exceptions=True)
         notifier.close()
     return EXIT_OK
-
-
-def _with_demo_db(settings: Settings) -> Settings:
-    db = str(settings.demo.db)
-    from daemon.data.sources import expand
-
-    if Path(db).absolute() in expand(settings.game_dbs):
-        return settings
-    return settings.model_copy(update={"game_dbs": (*settings.game_dbs, db)})

@@ -111,3 +111,11 @@ def test_check_unwritable_data_dir(tmp_path: Path, real_db: Path) -> None:
     assert out.returncode == 1, out
     fails = [line for line in out.stdout.splitlines() if line.startswith("FAIL")]
     assert fails == [f"FAIL data_dir: {data} is not writable: Not a directory"]
+
+
+def test_check_fails_on_an_encoder_that_cannot_be_imported(tmp_path: Path) -> None:
+    out = _check(tmp_path, f"data_dir: {tmp_path / 'data'}\nexport:\n  encoder: 'no_such_pkg.encoders:Enc'\n")
+    assert out.returncode == 1, out
+    fail = [line for line in out.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(fail) == 1 and fail[0].startswith("FAIL encoder: export.encoder 'no_such_pkg.encoders:Enc'")
+    assert "cannot import module 'no_such_pkg.encoders'" in fail[0]

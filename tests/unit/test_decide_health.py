@@ -35,6 +35,12 @@ def kinds(m: TrainingHealthMonitor, now: datetime) -> dict[tuple[str | None, str
     return {(a.config, a.kind): a.severity for a in m.get_health_status(now=now).active_alerts}
 
 
+def test_summary_counts_the_enabled_configs(tmp_path: Path) -> None:
+    # One config enabled, nothing recorded yet: "1 configs tracked", not 0.
+    with TrainingHealthMonitor(tmp_path / "decide.db", configs=[KEY]) as m:
+        assert m.get_health_status(now=T0).summary == "no active alerts (1 configs tracked)"
+
+
 def test_healthy_when_nothing(mon: TrainingHealthMonitor) -> None:
     r = mon.get_health_status(now=T0)
     assert (r.status, r.active_alerts) == ("healthy", [])
