@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.procs import stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +46,7 @@ def wait_for(log: Path, proc: subprocess.Popen[bytes], pred: Any, what: str) -> 
     raise AssertionError(f"no {what} within {BOUND} s")
 
 
+@pytest.mark.timeout(BOUND * 3 + 180)
 def test_demo_trains_warm_starts_and_promotes_on_evidence(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
