@@ -16,7 +16,7 @@ from tests.support.system_deps import MARK, requires
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "ringrift-training-daemon.service"
 UNIT_NAME = UNIT.name
-INSTALLED_PATH = "/usr/local/bin/ringrift-daemon"
+INSTALLED_PATH = "/opt/ringrift-daemon/venv/bin/ringrift-daemon"
 # Measured 1.9 ("OK") with systemd 252; fail if a change weakens the hardening noticeably.
 MAX_EXPOSURE = 2.5
 

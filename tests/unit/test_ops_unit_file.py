@@ -49,10 +49,10 @@ def test_notify_lifecycle(service: dict[str, list[str]]) -> None:
     assert one(service, "NotifyAccess") == "main"
     assert one(service, "WatchdogSec") == "120"
     assert (
-        one(service, "ExecStart") == "/usr/local/bin/ringrift-daemon run --config /etc/ringrift/config.yaml"
+        one(service, "ExecStart") == "/opt/ringrift-daemon/venv/bin/ringrift-daemon run --config /etc/ringrift/config.yaml"
     )
     assert one(service, "ExecStartPre") == (
-        "/usr/local/bin/ringrift-daemon check --config /etc/ringrift/config.yaml"
+        "/opt/ringrift-daemon/venv/bin/ringrift-daemon check --config /etc/ringrift/config.yaml"
     )
 
 
