@@ -15,16 +15,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_split_between_concurrent_runs() -> None:
-    assert default_threads(1, cpus=16) == 16
+    # One CPU stays with the service; the rest is split.
+    assert default_threads(1, cpus=16) == 15
     assert default_threads(3, cpus=16) == 5
+    assert default_threads(1, cpus=2) == 1
     assert default_threads(4, cpus=2) == 1  # never 0
+    assert default_threads(1, cpus=1) == 1
     with pytest.raises(ValueError, match="max_concurrent"):
         default_threads(0, cpus=4)
 
 
 def test_usable_cpus_is_the_affinity_mask() -> None:
     assert usable_cpus() == len(os.sched_getaffinity(0))
-    assert default_threads(1) == usable_cpus()
+    assert default_threads(1) == max(1, usable_cpus() - 1)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux only")
