@@ -130,7 +130,8 @@ class ModelRegistry(RegistryStages, RegistryMaintenance, RegistryRuns):
         )
         return cls(
             settings.registry_dir,
-            url=settings.registry_url,
+            # None: default_url(registry_dir), resolved ("sqlite:///data/..." would name /data)
+            url=r.url,
             store=settings.registry_store,
             options=options,
             gc_grace_seconds=r.gc_grace,
