@@ -90,7 +90,7 @@ class TrainingTriggers(_triggers.TrainingTriggers):
     def should_train(self, key: str, now: datetime | None = None) -> _triggers.TriggerDecision:
         if not self._seeded and validate_config_key(key) not in self._states:
             self._seed()
-        return super().should_train(key, now)
+        return super().should_train(key, now=now)
 
 
 class ExportCache(_cache.ExportCache):
