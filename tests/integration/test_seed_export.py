@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.api import ExportCache, get_optimized_pipeline
+from daemon.api import ExportCache, TrainingTriggers, get_optimized_pipeline
 from daemon.api.sync import run_sync
 from daemon.export.job import run_export
 from daemon.npz import load_dense, rewrite_layout
@@ -120,6 +120,10 @@ async def test_sync_face_works_inside_a_running_loop(user: Path) -> None:
         return 42
 
     assert run_sync(answer()) == 42  # this test's own loop is running: a worker thread runs it
+    triggers = TrainingTriggers(settings=settings(user))  # reads `status` through run_sync
+    decision = triggers.should_train(KEY)
+    usable = triggers.get_state(KEY).games_count
+    assert 0 < usable < 100 and f"{usable} usable games < 100 to bootstrap" in decision.reason
     with get_optimized_pipeline(settings(user)) as pipeline:
         status = pipeline.get_status()
         assert status.health_status == "healthy"

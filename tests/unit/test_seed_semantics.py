@@ -180,3 +180,10 @@ def test_registry_of_a_relative_data_dir_is_under_the_working_directory(
     s = settings_from_mapping({})  # data_dir "data": sqlite:///data/... once named /data
     register_trained_model("m.pt", "hex8", 2, settings=s)
     assert (tmp_path / "data" / "model_registry" / "registry.db").is_file()
+
+
+def test_feature_layout_setting() -> None:
+    assert settings_from_mapping({}).export.feature_layout is None  # the encoder's own (cells)
+    assert settings_from_mapping({"export": {"feature_layout": "dense"}}).export.feature_layout == "dense"
+    with pytest.raises(SettingsError, match=r"export\.feature_layout"):
+        settings_from_mapping({"export": {"feature_layout": "sparse"}})
