@@ -187,3 +187,14 @@ def test_feature_layout_setting() -> None:
     assert settings_from_mapping({"export": {"feature_layout": "dense"}}).export.feature_layout == "dense"
     with pytest.raises(SettingsError, match=r"export\.feature_layout"):
         settings_from_mapping({"export": {"feature_layout": "sparse"}})
+
+
+def test_commands_read_the_settings_file_the_config_env_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli.main import main
+
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text("http: {port: 9090}\n")  # refused by its validator: proves this file was read
+    assert main(["status", "--json"], environ={"RINGRIFT_DAEMON_CONFIG": str(cfg)}) == 2
+    assert "http.port: 9090 is Prometheus's own port" in capsys.readouterr().out
