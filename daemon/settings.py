@@ -207,6 +207,9 @@ class ExportSection(_Section):
     # 2 meets the export-time target on a 2-core machine; an export under 128 games
     # per worker stays in the exporting process whatever this says.
     workers: int = Field(default=2, ge=1, le=64)
+    # The NPZ's feature layout (DESIGN 6, 10); None: the encoder's own (the built-in one: cells).
+    # dense: ``features`` uint8 (N, C, H, W) for trainers outside this project.
+    feature_layout: Literal["cells", "packbits", "dense"] | None = None
 
 
 class TrainingSettings(_Section):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__
+from daemon.api.settings import CONFIG_ENV
 from daemon.cli.exits import EXIT_BAD_SETTINGS, EXIT_FAILURE, EXIT_OK
 from daemon.cli.output import print_error, print_json
 from daemon.cli.registry import add_registry_arguments
@@ -128,8 +129,10 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     args = build_parser().parse_args(argv)
     as_json = bool(getattr(args, "json", False))
     configure_logging(args.log_level)
+    named = env.pop(CONFIG_ENV, None)  # the settings file's name (DESIGN 10), not a settings field
+    path = args.config if args.config is not None else (Path(named) if named else None)
     try:
-        settings = load_settings(args.config, env)
+        settings = load_settings(path, env)
     except SettingsError as e:
         print_error(f"bad settings: {e}", as_json)
         return EXIT_BAD_SETTINGS

@@ -15,8 +15,10 @@ Weight (defaults; every number is a :class:`CurriculumConfig` field)::
     + 0.1  last training > 6 h ago  (only when a training time is known)
     clamped to [0.5, 2.0]
 
-Win rate counts a draw as half a win. With fewer than ``min_games`` results in
-the window the win rate is unknown (``None``) and neither win-rate rule applies.
+Win rate counts a draw as half a win. It is a number whenever the window holds any
+result (``games_recent`` says how many); with fewer than ``min_games`` it is a
+small-sample figure (``win_rate_reliable`` False, ``known_win_rate`` None): neither
+win-rate rule applies and the triggers treat it as unknown. No result: ``None``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ class ConfigMetrics:
     current_elo: float | None
     model_count: int
     last_training_time: datetime | None
+    # win_rate counts >= min_games results (below that it is a small-sample figure).
+    win_rate_reliable: bool = False
+
+    @property
+    def known_win_rate(self) -> float | None:
+        """The win rate the decisions use: None below ``min_games`` results."""
+        return self.win_rate if self.win_rate_reliable else None
 
 
 class _History:
@@ -231,7 +240,7 @@ class CurriculumFeedback:
             wins = int(np.count_nonzero(win == 1.0))
             draws = int(np.count_nonzero(win == 0.5))
             losses = n - wins - draws
-            if n >= self.config.min_games:
+            if n > 0:
                 win_rate = float(win.sum()) / n
             rated = ~np.isnan(e[lo:hi])
             if rated.any():
@@ -241,7 +250,17 @@ class CurriculumFeedback:
                     trend = elo_slope_per_hour(et, ee)
         last, count = self._training.get(key, (None, None))
         return ConfigMetrics(
-            key, wins + draws + losses, wins, draws, losses, win_rate, trend, current, count or 0, to_dt(last)
+            key,
+            wins + draws + losses,
+            wins,
+            draws,
+            losses,
+            win_rate,
+            trend,
+            current,
+            count or 0,
+            to_dt(last),
+            wins + draws + losses >= self.config.min_games,
         )
 
     def weight_factors(self, key: str, now: datetime | None = None) -> list[tuple[str, float]]:
@@ -250,13 +269,14 @@ class CurriculumFeedback:
         m = self.get_config_metrics(key, now=now)
         c = self.config
         out: list[tuple[str, float]] = []
-        if m.win_rate is not None and m.win_rate < c.low_win_rate:
+        wr = m.known_win_rate
+        if wr is not None and wr < c.low_win_rate:
             out.append(("low_win_rate", c.low_win_rate_boost))
         if m.model_count == 0:
             out.append(("bootstrap", c.bootstrap_boost))
         if m.elo_trend < c.elo_regression_per_hour:
             out.append(("elo_regression", c.elo_regression_boost))
-        if m.win_rate is not None and m.win_rate > c.high_win_rate:
+        if wr is not None and wr > c.high_win_rate:
             out.append(("high_win_rate", -c.high_win_rate_penalty))
         if m.last_training_time is not None:
             age_h = (now - m.last_training_time).total_seconds() / 3600.0

@@ -165,6 +165,8 @@ class TrainingHealthMonitor:
             changes.update(consecutive_failures=old.consecutive_failures + 1, last_failure=t)
         if model_count is not None:
             changes["model_count"] = model_count
+        elif success:  # a completed training made one more model (the registry's count overrides)
+            changes["model_count"] = (old.model_count or 0) + 1
         self._update(key, t, **changes)
         self.evaluate(now)
 

@@ -3,6 +3,9 @@
 Signals (``TriggerConfig`` names the thresholds)::
 
     data_freshness         = new_games / freshness_threshold
+                             (new_games = games_count - games_at_training, all of
+                             games_count when the config never trained; a caller
+                             may also pass new_games itself, as the service does)
     model_staleness        = hours since the last model / staleness_hours
                              (0 with no model: that is the bootstrap case; 0 and
                              "model age unknown" when models exist but no time is known)
@@ -45,6 +48,10 @@ class ConfigState:
     games_count: int = 0
     new_games: int = 0
     win_rate: float | None = None
+    # Usable games when the last training completed (None: never trained here).
+    games_at_training: int | None = None
+    # Upstream's ``elo=`` keyword: recorded for the caller, not a signal.
+    elo: float | None = None
     model_count: int = 0
     last_training_time: float | None = None
     last_run_time: float | None = None
@@ -137,15 +144,32 @@ class TrainingTriggers:
         last_training_time: datetime | _Unset | None = UNSET,
         last_run_time: datetime | _Unset | None = UNSET,
         curriculum_weight: float | _Unset = UNSET,
+        games_at_training: int | _Unset | None = UNSET,
+        elo: float | _Unset | None = UNSET,
     ) -> ConfigState:
-        """Set the given fields (others keep their value); returns the new state."""
+        """Set the given fields (others keep their value); returns the new state.
+
+        ``games_count`` is the config's total usable games. Unless ``new_games`` is given too,
+        the new games are ``games_count - games_at_training`` (all of them when it never trained).
+        """
         key = validate_config_key(key)
         old = self._states.get(key, ConfigState())
         changes: dict[str, Any] = {}
         if not isinstance(games_count, _Unset):
             changes["games_count"] = _non_negative(key, "games_count", games_count)
+        if not isinstance(games_at_training, _Unset):
+            at = games_at_training
+            changes["games_at_training"] = None if at is None else _non_negative(key, "games_at_training", at)
         if not isinstance(new_games, _Unset):
             changes["new_games"] = _non_negative(key, "new_games", new_games)
+        elif "games_count" in changes or "games_at_training" in changes:
+            total = changes.get("games_count", old.games_count)
+            base = changes.get("games_at_training", old.games_at_training)
+            changes["new_games"] = max(0, total - (base or 0))
+        if not isinstance(elo, _Unset):
+            if elo is not None and elo != elo:
+                raise ValueError(f"{key}: elo must be a number or None, got {elo!r}")
+            changes["elo"] = None if elo is None else float(elo)
         if not isinstance(win_rate, _Unset):
             if win_rate is not None and not 0.0 <= win_rate <= 1.0:
                 raise ValueError(f"{key}: win_rate must be within [0, 1] or None, got {win_rate!r}")
@@ -164,6 +188,29 @@ class TrainingTriggers:
             if self.store is not None:
                 self.store.put_state("trigger_state", key, new.to_json())
         return new
+
+    def record_training_complete(
+        self,
+        key: str,
+        *,
+        games_at_training: int | None = None,
+        now: datetime | None = None,
+        model_count: int | None = None,
+    ) -> ConfigState:
+        """A training of ``key`` completed at ``now`` on ``games_at_training`` usable games
+        (default: the current ``games_count``): freshness counts from there, the model count
+        grows by one (or is ``model_count``), and staleness restarts."""
+        key = validate_config_key(key)
+        old = self._states.get(key, ConfigState())
+        at = old.games_count if games_at_training is None else games_at_training
+        t = resolve_now(now)
+        return self.update_config_state(
+            key,
+            games_at_training=at,
+            model_count=old.model_count + 1 if model_count is None else model_count,
+            last_training_time=t,
+            last_run_time=t,
+        )
 
     # -- decisions (pure) -----------------------------------------------------
     def signal_scores(self, key: str, now: datetime | None = None) -> dict[str, float]:

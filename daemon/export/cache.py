@@ -74,8 +74,14 @@ def source_record(snap: SourceSnapshot, config_key: str) -> dict[str, Any]:
     }
 
 
+def norm_path(path: Path | str) -> str:
+    """The one spelling of a path in the cache: absolute and normalised, so a script's relative
+    ``data/games/selfplay.db`` and the service's absolute path name the same source and entry."""
+    return os.path.abspath(path)
+
+
 def sources_record(snapshots: Mapping[str, SourceSnapshot], config_key: str) -> dict[str, dict[str, Any]]:
-    return {path: source_record(snap, config_key) for path, snap in sorted(snapshots.items())}
+    return {norm_path(path): source_record(snap, config_key) for path, snap in sorted(snapshots.items())}
 
 
 def _diff_params(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
@@ -88,6 +94,7 @@ def _diff_params(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
 
 def _diff_sources(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    old = {norm_path(p): v for p, v in old.items()}  # entries written before paths were normalised
     for path in sorted(set(old) | set(new)):
         if path not in old:
             return f"new source {path}"
@@ -114,7 +121,7 @@ def _diff_sources(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
 def output_record(path: Path, sha256: str | None = None) -> dict[str, Any]:
     st = path.stat()
     return {
-        "path": str(path),
+        "path": norm_path(path),
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
         "inode": st.st_ino,
@@ -131,7 +138,7 @@ class ExportCache:
 
     @staticmethod
     def key(config_key: str, output_path: Path) -> str:
-        return f"{config_key}|{Path(output_path).absolute()}"
+        return f"{config_key}|{norm_path(output_path)}"
 
     # -- reading ---------------------------------------------------------------
     def load(self) -> tuple[dict[str, Any], str | None]:
@@ -241,7 +248,7 @@ class ExportCache:
             "config": config_key,
             "params": dict(params),
             "sources": sources_record(snapshots, config_key),
-            "db_paths": [str(p) for p in db_paths],
+            "db_paths": [norm_path(p) for p in db_paths],
             "output": output_record(output, sha256),
             "samples": samples_exported,
             "games": games,

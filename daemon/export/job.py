@@ -31,6 +31,7 @@ from daemon.export.tiers import ExportSettings, exported_sources, get_export_set
 from daemon.export.workers import TASK_GAMES, Output, WorkerError, defects_of, parallel_segments, plan_tasks
 from daemon.keys import geometry, parse_config_key, validate_config_key
 from daemon.npz import format as fmt
+from daemon.npz.dense import LayoutError, rewrite_layout
 from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, LAYOUT_DENSE, LAYOUTS, ArraySpec
 from daemon.npz.writer import ExportWriteError, NpzStreamWriter
 from daemon.settings import Settings
@@ -95,7 +96,14 @@ def array_specs(encoder: Encoder, board: str) -> dict[str, ArraySpec]:
     )
 
 
-def export_params(encoder: Encoder, es: ExportSettings, history_length: int, spec: str) -> dict[str, Any]:
+def output_layout(encoder: Encoder, wanted: str | None) -> str:
+    """The file's layout: ``export.feature_layout`` when set, else the encoder's own."""
+    return wanted or feature_layout(encoder)
+
+
+def export_params(
+    encoder: Encoder, es: ExportSettings, history_length: int, spec: str, layout: str | None = None
+) -> dict[str, Any]:
     """Every parameter the output depends on (part of the cache key and stored in the NPZ)."""
     return {
         fmt.META_FORMAT_VERSION: FORMAT_VERSION,
@@ -108,7 +116,7 @@ def export_params(encoder: Encoder, es: ExportSettings, history_length: int, spe
         "filters": GAME_FILTER,
         fmt.META_NUM_PLANES: encoder.num_planes,
         fmt.META_NUM_GLOBALS: encoder.num_globals,
-        fmt.META_FEATURE_LAYOUT: feature_layout(encoder),
+        fmt.META_FEATURE_LAYOUT: output_layout(encoder, layout),
         fmt.META_POLICY_SIZE: encoder.policy_size(es.board_type),
     }
 
@@ -303,7 +311,8 @@ def run_export(
         else:  # sources named by the caller: each must be readable
             snaps = take_snapshots(paths)  # BEFORE exporting
         es = get_export_settings(paths, board, n, snapshots=snaps)
-        params = export_params(encoder, es, settings.export.history_length, settings.export.encoder)
+        layout = settings.export.feature_layout
+        params = export_params(encoder, es, settings.export.history_length, settings.export.encoder, layout)
         cache = ExportCache(settings.training_dir / ".export_cache.json")
         decision = cache.needs_export(paths, out, board, n, force, params=params, snapshots=snaps)
         record = sources_record(snaps, key)
@@ -354,6 +363,9 @@ def run_export(
             now=now or datetime.now(UTC),
             workers=settings.export.workers,
         )
+        final = output_layout(encoder, layout)
+        if final != feature_layout(encoder):  # e.g. dense for trainers outside this project
+            size, digest = rewrite_layout(out, final, min_free_bytes=settings.export.min_free_bytes)
         if unreadable:
             skipped["unreadable_sources"] = len(unreadable)
         cache.record_export(
@@ -379,7 +391,8 @@ def run_export(
         )
         if isinstance(e, ExportError):
             raise
-        if isinstance(e, (GameDBError, EncoderError, ExportWriteError, WorkerError, RowsError, OSError)):
+        known = (GameDBError, EncoderError, ExportWriteError, WorkerError, RowsError, LayoutError, OSError)
+        if isinstance(e, known):
             raise ExportError(str(e)) from e
         raise ExportError(f"{type(e).__name__}: {e}") from e
     result = ExportResult(

@@ -63,18 +63,38 @@ class FenceStateError(LockError):
         super().__init__(f"{path}: {reason}")
 
 
+# ``{purpose}:{config key}`` (training:, export:, selfplay: ...): the one place '_' may appear.
+_PURPOSE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def _is_config_key(text: str) -> bool:
+    try:
+        validate_config_key(text)
+    except ValueError:
+        return False
+    return True
+
+
 def validate_lock_name(name: object) -> str:
-    """``training:<config key>`` (validated) or a strict ``seg[:seg]`` name; else :class:`InvalidLockName`."""
+    """``{purpose}:{config key}`` (the key validated) or a strict ``seg[:seg]`` name; else
+    :class:`InvalidLockName`."""
     if not isinstance(name, str):
         raise InvalidLockName(name, "must be a string")
-    if name.startswith(TRAINING_PREFIX):
+    purpose, sep, rest = name.partition(":")
+    if sep and "_" in rest and _PURPOSE_RE.fullmatch(purpose):
         try:
-            validate_config_key(name[len(TRAINING_PREFIX) :])
+            validate_config_key(rest)
         except ValueError as e:
             raise InvalidLockName(name, str(e)) from None
         return name
     if name == "training" or not _NAME_RE.fullmatch(name):
-        raise InvalidLockName(name, "expected training:<config key> or segments of [a-z0-9-] joined by ':'")
+        raise InvalidLockName(name, "expected {purpose}:<config key> or segments of [a-z0-9-] joined by ':'")
+    segs = name.split(":")
+    if len(segs) == 3 and _is_config_key(f"{segs[1]}_{segs[2]}"):
+        # Its file stem would be that of {purpose}:{config key}: the two would share one lock file.
+        raise InvalidLockName(name, f"ambiguous with {segs[0]}:{segs[1]}_{segs[2]}")
+    if name.startswith(TRAINING_PREFIX):
+        raise InvalidLockName(name, "expected training:<config key>")
     return name
 
 

@@ -26,6 +26,7 @@ An id of this registry's own form (``square8_2p-v9``) that names no row is refus
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -129,7 +130,8 @@ class ModelRegistry(RegistryStages, RegistryMaintenance, RegistryRuns):
         )
         return cls(
             settings.registry_dir,
-            url=settings.registry_url,
+            # None: default_url(registry_dir), resolved ("sqlite:///data/..." would name /data)
+            url=r.url,
             store=settings.registry_store,
             options=options,
             gc_grace_seconds=r.gc_grace,
@@ -221,6 +223,8 @@ class ModelRegistry(RegistryStages, RegistryMaintenance, RegistryRuns):
                     f"data file {data_path}: sha256 {computed} != expected data_hash {data_hash}"
                 )
             data_hash = computed
+        elif data_hash is None and source_data_paths:
+            data_hash = sources_digest(source_data_paths)
         if checkpoint_metadata is None:
             checkpoint_metadata = read_checkpoint_metadata(src)
         created = utc(now).isoformat()
@@ -311,6 +315,17 @@ class ModelRegistry(RegistryStages, RegistryMaintenance, RegistryRuns):
             r = txn.model(cur)
             cur = r["parent_model_id"] if r is not None and not r["parent_external"] else None
         return int(row["version"]), False
+
+
+def sources_digest(paths: Sequence[Path | str]) -> str:
+    """``data_hash`` when only the source files are named: sha256 over one line per listed
+    file, in the order given, ``<absolute path>\t<its sha256, or "missing">\n``."""
+    h = hashlib.sha256()
+    for p in paths:
+        path = Path(p).absolute()
+        digest = file_sha256(path) if path.is_file() else "missing"
+        h.update(f"{path}\t{digest}\n".encode())
+    return h.hexdigest()
 
 
 def register_trained_model(

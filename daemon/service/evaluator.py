@@ -207,14 +207,14 @@ class Evaluator:
             usable = self._last_usable.get(key, 0)
             models = counts[key]
             metrics = self.curriculum.get_config_metrics(key, now=now)
-            if metrics.win_rate is not None:
-                self.health.record_win_rate(key, win_rate=metrics.win_rate, now=now)
+            if metrics.known_win_rate is not None:  # a small-sample rate is no evidence yet
+                self.health.record_win_rate(key, win_rate=metrics.known_win_rate, now=now)
             latest_at = self._facts(key).latest_created
             self.triggers.update_config_state(
                 key,
                 games_count=usable,
                 new_games=self._new_games(key, usable),
-                win_rate=metrics.win_rate,
+                win_rate=metrics.known_win_rate,
                 model_count=models,
                 last_training_time=self._last(key, True)[0] or latest_at,
                 last_run_time=self._last(key, False)[0],
@@ -258,7 +258,7 @@ class Evaluator:
             facts = self._facts(key)
             cv.latest_model, cv.production_model = facts.latest_id, facts.production_id
             cv.model_count = self._model_count(key)
-            cv.win_rate = self.curriculum.get_config_metrics(key, now=now).win_rate
+            cv.win_rate = self.curriculum.get_config_metrics(key, now=now).known_win_rate
             # The health monitor is the one count of failures since the last success.
             cv.consecutive_failures = int(health.get(key, {}).get("consecutive_failures", 0))
             last_ok = self._last(key, True)[0]

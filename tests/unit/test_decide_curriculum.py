@@ -102,12 +102,24 @@ def test_metrics_window_and_draws(cf: CurriculumFeedback) -> None:
     assert m.model_count == 0 and m.last_training_time is None
 
 
-def test_too_few_games_win_rate_unknown(cf: CurriculumFeedback) -> None:
+def test_too_few_games_small_sample_win_rate(cf: CurriculumFeedback) -> None:
+    # DESIGN 10: a number whenever a game was recorded, the count beside it; below min_games
+    # it is not evidence: no win-rate rule applies and the decisions see it as unknown.
     for _ in range(4):
         cf.record_game(KEY, -1, 1500, now=T0)
     m = cf.get_config_metrics(KEY, now=T0)
-    assert m.games_recent == 4 and m.win_rate is None
+    assert m.games_recent == 4 and m.win_rate == 0.0
+    assert m.win_rate_reliable is False and m.known_win_rate is None
     assert cf.get_weight(KEY, now=T0) == 1.5  # bootstrap only, no win-rate rule
+    cf.record_game(KEY, -1, 1500, now=T0)  # the fifth (min_games): now it counts
+    m = cf.get_config_metrics(KEY, now=T0)
+    assert m.win_rate_reliable is True and m.known_win_rate == 0.0
+    assert cf.get_weight(KEY, now=T0) == 1.9  # + low win rate
+
+
+def test_no_game_no_win_rate(cf: CurriculumFeedback) -> None:
+    m = cf.get_config_metrics(KEY, now=T0)
+    assert m.games_recent == 0 and m.win_rate is None and m.known_win_rate is None
 
 
 def test_elo_trend_is_least_squares_per_hour() -> None:

@@ -27,10 +27,20 @@ def test_bad_names_rejected(bad: object) -> None:
         validate_lock_name(bad)
 
 
+def _valid(name: str) -> bool:
+    try:
+        validate_lock_name(name)
+    except InvalidLockName:
+        return False
+    return True
+
+
 NAME = st.one_of(
     st.sampled_from([f"training:{k}" for k in ALL_CONFIG_KEYS]),
+    # {purpose}:{config} (export:, selfplay: ...); "a:square8:2p", its strict look-alike, is refused
+    st.builds("{}:{}".format, st.sampled_from(["export", "selfplay", "a"]), st.sampled_from(ALL_CONFIG_KEYS)),
     st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,8}(:[a-z0-9][a-z0-9-]{0,8}){0,2}\Z").filter(
-        lambda n: not n.startswith("training")
+        lambda n: not n.startswith("training") and _valid(n)
     ),
 )
 
