@@ -48,9 +48,8 @@ def test_notify_lifecycle(service: dict[str, list[str]]) -> None:
     assert one(service, "Type") == "notify"
     assert one(service, "NotifyAccess") == "main"
     assert one(service, "WatchdogSec") == "120"
-    assert (
-        one(service, "ExecStart") == "/opt/ringrift-daemon/venv/bin/ringrift-daemon run --config /etc/ringrift/config.yaml"
-    )
+    exe = "/opt/ringrift-daemon/venv/bin/ringrift-daemon"
+    assert one(service, "ExecStart") == f"{exe} run --config /etc/ringrift/config.yaml"
     assert one(service, "ExecStartPre") == (
         "/opt/ringrift-daemon/venv/bin/ringrift-daemon check --config /etc/ringrift/config.yaml"
     )
