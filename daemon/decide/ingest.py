@@ -10,7 +10,7 @@ keeps the stored id set bounded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -69,6 +69,7 @@ class IngestReport:
     wrong_source: int = 0
     unidentified: int = 0
     too_old: int = 0
+    head_to_head: int = 0  # the current model against another of the config's models
     game_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int | str]:
@@ -79,6 +80,7 @@ class IngestReport:
             "wrong_source": self.wrong_source,
             "unidentified": self.unidentified,
             "too_old": self.too_old,
+            "head_to_head": self.head_to_head,
         }
 
 
@@ -113,6 +115,11 @@ def model_seat(game: GameLike, model_id: str, mapping: SeatMapping) -> int | Non
     return None
 
 
+def seats_another(game: GameLike, model_id: str, others: Collection[str], mapping: SeatMapping) -> bool:
+    """Whether ``game`` also seats one of ``others`` (models of the same config, not ``model_id``)."""
+    return any(m != model_id and model_seat(game, m, mapping) is not None for m in others)
+
+
 def _played_at(game: GameLike, default: datetime) -> datetime:
     raw = game.created_at
     if isinstance(raw, datetime):
@@ -135,9 +142,15 @@ def ingest_evaluation_games(
     *,
     mapping: SeatMapping | None = None,
     sources: tuple[str, ...] | None = None,
+    lineage: Collection[str] = (),
     now: datetime | None = None,
 ) -> IngestReport:
-    """Record each new evaluation game of ``current_model_id`` once; return what was counted."""
+    """Record each new evaluation game of ``current_model_id`` once; return what was counted.
+
+    A game that also seats another model of ``lineage`` (the config's own models) is a promotion
+    game: the production model losing to a stronger candidate is the test working, not a
+    regression, so it never reaches the curriculum's win rate (the promotion test counts it).
+    """
     now = resolve_now(now)
     mapping = mapping or SeatMapping()
     allowed = {s.lower() for s in (sources if sources is not None else feedback.config.evaluation_sources)}
@@ -161,6 +174,9 @@ def ingest_evaluation_games(
         seat = model_seat(game, current_model_id, mapping)
         if seat is None:
             report.unidentified += 1
+            continue
+        if lineage and seats_another(game, current_model_id, lineage, mapping):
+            report.head_to_head += 1
             continue
         result = 0 if not game.winner else (1 if game.winner == seat else -1)
         meta = game.metadata or {}

@@ -174,8 +174,10 @@ class Evaluator:
             log.warning("curriculum.ingest_failed", reason=str(e))
             return 0
         n = 0
-        for key, model_id, games in found:
-            report = ingest_evaluation_games(self.curriculum, key, games, model_id, now=now)
+        for batch in found:
+            report = ingest_evaluation_games(
+                self.curriculum, batch.config, batch.games, batch.model_id, lineage=batch.lineage, now=now
+            )
             n += report.ingested
         return n
 

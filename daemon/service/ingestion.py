@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 
@@ -17,16 +18,24 @@ log = structlog.get_logger(__name__)
 Watermarks = dict[tuple[str, str], int]
 
 
+@dataclass(frozen=True)
+class EvaluationBatch:
+    config: str
+    model_id: str  # the config's current model
+    games: list[Game]
+    lineage: frozenset[str]  # every model id of the config (games between two are promotion games)
+
+
 def collect_evaluation_games(
     configs: Sequence[str],
     sources: GameSources,
     models: ModelRegistry,
     evaluation_sources: Sequence[str],
     watermarks: Watermarks,
-) -> list[tuple[str, str, list[Game]]]:
-    """``(config, current model id, games)`` for the evaluation games added since ``watermarks``
-    (which it advances), each game read once. Only sources the last poll read are used."""
-    out: list[tuple[str, str, list[Game]]] = []
+) -> list[EvaluationBatch]:
+    """The evaluation games of each config added since ``watermarks`` (which it advances), each
+    game read once. Only sources the last poll read are used."""
+    out: list[EvaluationBatch] = []
     wanted = tuple(evaluation_sources)
     for key in configs:
         model = models.warm_start_parent(key)  # the config's current model: never a rejected one
@@ -55,5 +64,6 @@ def collect_evaluation_games(
                 continue
             watermarks[mark] = snap.configs[key].watermark
         if games:
-            out.append((key, model.model_id, games))
+            lineage = frozenset(m.model_id for m in models.list_models(key))
+            out.append(EvaluationBatch(key, model.model_id, games, lineage))
     return out

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from daemon.data.gamedb import GameDB
 from daemon.decide.curriculum import CurriculumFeedback
 from daemon.decide.ingest import SeatMapping, ingest_evaluation_games, model_seat
-from daemon.selfplay_sim import write_games
+from daemon.selfplay_sim import write_evaluation_games, write_games
 
 KEY = "square8_2p"
 
@@ -91,6 +91,7 @@ def test_sources_metadata_mapping_and_age(tmp_path: Path) -> None:
             "wrong_source": 1,
             "unidentified": 1,
             "too_old": 1,
+            "head_to_head": 0,
         }
         m = cf.get_config_metrics(KEY, now=now)
         assert (m.wins, m.losses, m.current_elo) == (2, 1, 1490.0)
@@ -103,3 +104,27 @@ def test_sources_metadata_mapping_and_age(tmp_path: Path) -> None:
             now=now,
         )
         assert only_tournament.wrong_source == 1
+
+
+def test_promotion_games_never_reach_the_win_rate(tmp_path: Path) -> None:
+    # Production losing to a stronger candidate of its own config is the promotion test working:
+    # those games must not raise a low-win-rate alert for the config (seen in the demo: 0.28).
+    db = tmp_path / "games.db"
+    write_evaluation_games(db, KEY, 60, candidate=f"{KEY}-v2", production=f"{KEY}-v1", elo_diff=300)
+    gdb = GameDB(db)
+    gdb.open()
+    try:
+        gdb.refresh()
+        games = list(gdb.iter_games(KEY, sources=("evaluation",)))
+    finally:
+        gdb.close()
+    assert len(games) == 60
+    now = datetime.now(UTC) + timedelta(minutes=1)
+    lineage = {f"{KEY}-v1", f"{KEY}-v2"}
+    with CurriculumFeedback(tmp_path / "decide.db") as cf:
+        rep = ingest_evaluation_games(cf, KEY, games, f"{KEY}-v1", lineage=lineage, now=now)
+        assert (rep.ingested, rep.head_to_head) == (0, 60)
+        assert cf.get_config_metrics(KEY, now=now).games_recent == 0
+    with CurriculumFeedback(tmp_path / "other.db") as cf:  # against outsiders they count
+        rep = ingest_evaluation_games(cf, KEY, games, f"{KEY}-v1", lineage={f"{KEY}-v1"}, now=now)
+        assert rep.ingested == 60

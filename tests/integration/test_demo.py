@@ -95,6 +95,8 @@ def test_demo_trains_warm_starts_and_promotes_on_evidence(tmp_path: Path) -> Non
     assert stopped["written"] == 600
     # Nothing unhealthy at start: the demo's database exists before the first poll.
     assert not [e for e in seen if e.get("event") == "source.unhealthy"]
+    # The promotion games (production losing to its successor) raise no low-win-rate alert.
+    assert not [e for e in seen if e.get("event") == "alert.raised"], "the demo ends healthy"
     assert not [e for e in seen if str(e.get("logger", "")).startswith("apscheduler")]
     db = tmp_path / "data" / "games" / "demo.db"
     assert db.stat().st_size < 100 * 2**20
