@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 
 from daemon.data.gamedb import GameDB, GameDBError
 from daemon.data.sources import expand
-from daemon.settings import Settings
+from daemon.locks.admin import refused
+from daemon.settings import Settings, SettingsError
 
 TORCH_PROBE = (
     "import json, torch; print(json.dumps({'torch': torch.__version__, "
@@ -80,6 +81,21 @@ def check_state_dir(settings: Settings) -> CheckResult:
     return CheckResult("data_dir", True, f"{d.absolute()} writable")
 
 
+def check_secrets(settings: Settings) -> list[CheckResult]:
+    """A configured ``password_file`` that cannot be read stops the service (``run`` would exit 3)."""
+    out = []
+    for name, section in (("redis", settings.redis), ("registry", settings.registry)):
+        if section is None or section.password_file is None:
+            continue
+        try:
+            section.resolved_password()
+        except SettingsError as e:
+            out.append(CheckResult(f"{name} password", False, str(e)))
+        else:
+            out.append(CheckResult(f"{name} password", True, f"{section.password_file} readable"))
+    return out
+
+
 def check_redis(settings: Settings) -> CheckResult | None:
     if settings.redis is None:
         if settings.locks.backend == "redis":
@@ -89,9 +105,13 @@ def check_redis(settings: Settings) -> CheckResult | None:
 
     r = settings.redis
     try:
+        password = r.resolved_password()
+    except SettingsError:  # reported by check_secrets
+        return CheckResult("redis", False, "not tried: its password_file cannot be read")
+    try:
         client = redis.Redis.from_url(
             r.url,
-            password=r.resolved_password(),
+            password=password,
             socket_connect_timeout=r.connect_timeout,
             socket_timeout=r.connect_timeout,
         )
@@ -100,6 +120,8 @@ def check_redis(settings: Settings) -> CheckResult | None:
         finally:
             client.close()
     except (redis.RedisError, OSError) as e:
+        if refused(e):  # it answered: a wrong password is an error under auto too (no fallback)
+            return CheckResult("redis", False, f"{r.url} refused the connection: {type(e).__name__}: {e}")
         ok = settings.locks.backend == "auto"
         extra = " (auto: file locks will be used)" if ok else ""
         return CheckResult("redis", ok, f"{r.url} unreachable: {e}{extra}")
@@ -128,6 +150,7 @@ def check_torch(settings: Settings, environ: dict[str, str]) -> CheckResult:
 
 def run_checks(settings: Settings, environ: dict[str, str]) -> list[CheckResult]:
     results = [check_settings(settings), check_state_dir(settings), *check_databases(settings)]
+    results.extend(check_secrets(settings))
     rc = check_redis(settings)
     if rc is not None:
         results.append(rc)
