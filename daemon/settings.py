@@ -40,6 +40,7 @@ PositiveSeconds = float
 MAX_SECONDS = 366 * 86400.0
 MAX_HOURS = MAX_SECONDS / 3600
 MIN_INTERVAL = 0.1
+DEFAULT_KEEP_FAILED_RUNS = 3  # training.keep_failed_runs
 # Validated item by item, so an error names the position: ``configs.1: invalid config key 'hex8_9p' ...``.
 ConfigKey = Annotated[str, AfterValidator(validate_config_key)]
 
@@ -261,6 +262,9 @@ class TrainingSettings(_Section):
     compile: bool = trainer_default("compile")
     # Batches a background thread prepares ahead (pinned memory, side CUDA stream); 0 = none.
     prefetch: int = Field(default=trainer_default("prefetch"), ge=0)
+    # Directories of runs that did not register kept in data_dir/runs (newest first); a
+    # registered run's directory is removed (its model.pt is a copy of the registry object).
+    keep_failed_runs: int = Field(default=DEFAULT_KEEP_FAILED_RUNS, ge=0, le=1000)
 
 
 # The fewest games a promotion test may be capped at: below this no SPRT can reach its bounds.

@@ -148,6 +148,7 @@ def _node(tmp: Path, **sections: dict[str, object]) -> Path:
     return write_config(tmp, node_mapping(tmp, db, [KEY], **sections))
 
 
+@pytest.mark.timeout(600)  # check runs the torch probe
 def test_missing_password_file_fails_check(tmp_path: Path) -> None:
     missing = tmp_path / "secrets" / "redis.pw"
     cfg = _node(
@@ -164,6 +165,7 @@ def test_missing_password_file_fails_check(tmp_path: Path) -> None:
     assert not checks["redis"]["ok"], checks["redis"]  # never "unreachable (auto: file locks)"
 
 
+@pytest.mark.timeout(600)  # check's torch probe plus a service pass
 def test_wrong_redis_password_with_auto_does_not_fall_back(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis", password="right-password")
     server.start()
