@@ -26,7 +26,15 @@ from pydantic import (
 
 from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
 from daemon.redis_keys import DEFAULT_PREFIX
-from daemon.settings_yaml import SettingsFileError, check_tree, one_line, parse_yaml, read_settings_text
+from daemon.settings_yaml import (
+    INT_MAX,
+    INT_MIN,
+    SettingsFileError,
+    check_tree,
+    one_line,
+    parse_yaml,
+    read_settings_text,
+)
 from daemon.training.args import AmpMode, trainer_default
 
 ENV_PREFIX = "RINGRIFT_DAEMON_"
@@ -51,6 +59,16 @@ class SettingsError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _int64(self) -> Any:
+        # Integers fit SQLite and every C API they reach, whatever their source (YAML already
+        # refuses more; an environment override is a string pydantic parses to any size).
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                raise ValueError(f"{name}: integer outside the 64-bit range")
+        return self
 
 
 def _url(v: str, schemes: tuple[str, ...], expect: str) -> str:

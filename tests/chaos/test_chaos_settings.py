@@ -136,10 +136,17 @@ def test_settings_fifo_does_not_block(tmp_path: Path) -> None:
     _assert_refused(_cli(["check", "--config", str(fifo)], tmp_path), ("not a regular file",))
 
 
-def test_hostile_environment_value_one_line(tmp_path: Path) -> None:
-    env = {"RINGRIFT_DAEMON_SCHEDULE__POLL_INTERVAL": ".inf", "RINGRIFT_DAEMON_HTTP__PORT": "9" * 5001}
-    o = _cli(["check"], tmp_path, env)
-    _assert_refused(o, ())
+ENV_HOSTILE = [
+    ("RINGRIFT_DAEMON_SCHEDULE__POLL_INTERVAL", ".inf", "finite"),
+    ("RINGRIFT_DAEMON_HTTP__PORT", "9" * 5001, "longer than"),
+    ("RINGRIFT_DAEMON_TRAINING__MAX_CONCURRENT", "9" * 30, "64-bit"),
+    ("RINGRIFT_DAEMON_SCHEDULE__HEALTH_INTERVAL", "1e-6", "greater"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "word"), ENV_HOSTILE, ids=[e[0][16:] for e in ENV_HOSTILE])
+def test_hostile_environment_value_one_line(tmp_path: Path, name: str, value: str, word: str) -> None:
+    _assert_refused(_cli(["check"], tmp_path, {name: value}), (word,))
 
 
 def _node(tmp: Path, **sections: dict[str, object]) -> Path:
