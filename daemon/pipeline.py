@@ -29,9 +29,11 @@ from daemon.locks.factory import LockFactory
 from daemon.locks.lock import DistributedLock
 from daemon.registry.records import FencingTokenRejected
 from daemon.registry.registrar import Registrar
-from daemon.runs.cluster import ClusterRun, RunHistory
+from daemon.runs.bookkeeping import RunBook, RunEnd
+from daemon.runs.cluster import RunHistory
 from daemon.runs.journal import RunJournal
 from daemon.service.metrics import Metrics
+from daemon.settings import DEFAULT_KEEP_FAILED_RUNS
 from daemon.training.runner import TrainerOutcome
 from daemon.training.step import Parent, TrainStep
 
@@ -92,6 +94,7 @@ class _Run:
     result: PipelineResult
     export: ExportResult | None = None
     parent: Parent | None = None
+    t0: float = field(default_factory=time.monotonic)
 
 
 class _Interrupted(Exception):
@@ -116,6 +119,7 @@ class OptimizedTrainingPipeline:
         runs_dir: Path,
         node: str,
         features: Callable[[], dict[str, Any]] = dict,
+        keep_failed_runs: int = DEFAULT_KEEP_FAILED_RUNS,
     ) -> None:
         self.locks = locks
         self.exporter = exporter
@@ -129,6 +133,7 @@ class OptimizedTrainingPipeline:
         self.runs_dir = runs_dir
         self.node = node
         self.features = features
+        self.book = RunBook(journal, health, history, runs_dir, keep_failed_runs, node)
         self.active: dict[str, dict[str, Any]] = {}
         # Last epoch line of each config's running trainer (for /metrics and status).
         self.progress: dict[str, dict[str, float]] = {}
@@ -193,22 +198,58 @@ class OptimizedTrainingPipeline:
             if isinstance(got, str):
                 return PipelineResult(False, got, key, state="skipped")
             lease = got
-        token, backend = lease.lock.fencing_token, lease.lock.backend
+        # From here on the lock is held: whatever fails (a full disk in a journal write, a bug),
+        # the finally below releases it and the failure is logged (DESIGN 13, issue 17 item 7).
+        result = PipelineResult(
+            False, "", key, state="failed", fencing_token=lease.lock.fencing_token,
+            lock_backend=lease.lock.backend,
+        )  # fmt: skip
+        try:
+            await self._run_held(key, lease, result, db_paths, force, usable_games, reason)
+        except Exception as e:  # not raised by a step (they are caught below): a cleanup bug
+            result.success, result.state = False, "failed"
+            result.message = result.message or f"{type(e).__name__}: {e}"
+            log.exception("run.cleanup_failed", config=key, run_id=result.run_id, step="run")
+        finally:
+            result.total_time = time.monotonic() - t0
+            await _close_lock(lease.lock)  # release, and close its connections (one lock per run)
+        log.info(
+            f"run.{result.state}",
+            config=key,
+            run_id=result.run_id,
+            message=result.message,
+            model_id=result.model_id,
+            seconds=round(result.total_time, 3),
+        )
+        return result
+
+    async def _run_held(
+        self,
+        key: str,
+        lease: Lease,
+        result: PipelineResult,
+        db_paths: list[Path] | None,
+        force: bool,
+        usable_games: int | None,
+        reason: str,
+    ) -> None:
+        """The run under its lock; every failure ends up in ``result`` (the caller releases)."""
+        token, backend = result.fencing_token, result.lock_backend
+        self.book.retry_unrecorded()
         now = datetime.now(UTC)
         try:
             run_id = self.journal.start(key, now=now, usable_games=usable_games)
+            result.run_id = run_id
             self.journal.update(
                 run_id, now=now, fencing_token=token, lock_backend=backend, details={"reason": reason}
             )
         except Exception as e:  # e.g. a full disk: nothing ran, so nothing to record but the release
-            await _close_lock(lease.lock)
             log.error("run.start_failed", config=key, token=token, error=f"{type(e).__name__}: {e}")
-            return PipelineResult(
-                False, f"could not journal the run: {type(e).__name__}: {e}", key, state="failed"
-            )
-        result = PipelineResult(
-            False, "", key, run_id=run_id, state="pending", fencing_token=token, lock_backend=backend
-        )
+            result.message = f"could not journal the run: {type(e).__name__}: {e}"
+            if result.run_id is not None:  # the row exists but is not complete: end it when we can
+                self.book.defer(result.run_id, {"state": "failed", "message": result.message})
+            return
+        result.state = "pending"
         run = _Run(key, run_id, lease, asyncio.Event(), result)
         self._stop[key] = run.stop
         self.active[key] = {
@@ -231,9 +272,7 @@ class OptimizedTrainingPipeline:
             result.state, result.message = "failed", f"{type(e).__name__}: {e}"
             log.exception("run.error", config=key, run_id=run_id)
         finally:
-            result.total_time = time.monotonic() - t0
             await self._finish(run, usable_games)
-        return result
 
     # -- steps ------------------------------------------------------------------
     async def _export(self, run: _Run, db_paths: list[Path] | None, force: bool) -> None:
@@ -327,45 +366,19 @@ class OptimizedTrainingPipeline:
 
     async def _finish(self, run: _Run, usable_games: int | None) -> None:
         key, result, lost = run.key, run.result, run.lease.lost
-        end = datetime.now(UTC)
-        try:
-            try:
-                self.journal.update(
-                    run.run_id,
-                    now=end,
-                    state=result.state,
-                    message=result.message,
-                    model_id=result.model_id,
-                    export_seconds=result.export_time,
-                    training_seconds=result.training_time,
-                )
-                self.health.record_training_complete(
-                    key, success=result.success, now=end, message=result.message
-                )
-            except Exception as e:  # a full disk must not keep the lock: log, release below
-                log.error(
-                    "run.record_failed", config=key, run_id=run.run_id, error=f"{type(e).__name__}: {e}"
-                )
-        finally:
-            if lost.is_set():
-                self.metrics.lease_lost.labels(key).inc()
-            self.metrics.runs.labels(key, result.state).inc()
-            self.metrics.run_duration.labels(key).observe(result.total_time)
-            self.active.pop(key, None)
-            self._stop.pop(key, None)
-            self.progress.pop(key, None)
-            if not lost.is_set():  # still the holder: tell the other nodes, then release
-                done = ClusterRun(end, result.state, usable_games, result.model_id, self.node, run.run_id)
-                await asyncio.to_thread(self.history.publish, key, done)
-            await _close_lock(run.lease.lock)  # release, and close its connections (one lock per run)
-            log.info(
-                f"run.{result.state}",
-                config=key,
-                run_id=run.run_id,
-                message=result.message,
-                model_id=result.model_id,
-                seconds=round(result.total_time, 3),
-            )
+        if lost.is_set():
+            self.metrics.lease_lost.labels(key).inc()
+        self.metrics.runs.labels(key, result.state).inc()
+        self.metrics.run_duration.labels(key).observe(time.monotonic() - run.t0)
+        self.active.pop(key, None)
+        self._stop.pop(key, None)
+        self.progress.pop(key, None)
+        end = RunEnd(
+            key, run.run_id, result.state, result.message, result.model_id, result.export_time,
+            result.training_time, usable_games, lost=lost.is_set(),
+            stopped=result.state == "interrupted" and run.stop.is_set(),
+        )  # fmt: skip
+        await self.book.finish(end, {str(a["run_id"]) for a in self.active.values()})
 
     # -- helpers ----------------------------------------------------------------
     def _check(self, run: _Run, step: str) -> None:

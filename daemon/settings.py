@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,6 +26,15 @@ from pydantic import (
 
 from daemon.keys import ALL_CONFIG_KEYS, validate_config_key
 from daemon.redis_keys import DEFAULT_PREFIX
+from daemon.settings_yaml import (
+    INT_MAX,
+    INT_MIN,
+    SettingsFileError,
+    check_tree,
+    one_line,
+    parse_yaml,
+    read_settings_text,
+)
 from daemon.training.args import AmpMode, trainer_default
 
 ENV_PREFIX = "RINGRIFT_DAEMON_"
@@ -34,6 +42,13 @@ ENV_NESTING = "__"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
 PositiveSeconds = float
+# Bounds every duration obeys (issue 17 item 10): finite (the sections refuse inf and NaN),
+# at most a year (a timer of 1e308 s overflows asyncio and APScheduler), and a loop interval
+# no shorter than MIN_INTERVAL (1e-6 s spins the loop: HTTP dead, SIGTERM unheard).
+MAX_SECONDS = 366 * 86400.0
+MAX_HOURS = MAX_SECONDS / 3600
+MIN_INTERVAL = 0.1
+DEFAULT_KEEP_FAILED_RUNS = 3  # training.keep_failed_runs
 # Validated item by item, so an error names the position: ``configs.1: invalid config key 'hex8_9p' ...``.
 ConfigKey = Annotated[str, AfterValidator(validate_config_key)]
 
@@ -43,7 +58,38 @@ class SettingsError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _int64(self) -> Any:
+        # Integers fit SQLite and every C API they reach, whatever their source (YAML already
+        # refuses more; an environment override is a string pydantic parses to any size).
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                raise ValueError(f"{name}: integer outside the 64-bit range")
+        return self
+
+
+def _url(v: str, schemes: tuple[str, ...], expect: str) -> str:
+    """``v`` parsed in full (scheme, host, port), so a bad URL fails here and not in a client."""
+    try:
+        parts = urlsplit(v)
+        _ = parts.port  # raises for a port out of range or not a number
+    except ValueError as e:  # e.g. "Invalid IPv6 URL"
+        raise ValueError(f"not a valid URL ({e})") from None
+    if parts.scheme not in schemes:
+        raise ValueError(expect)
+    return v
+
+
+def _read_secret(section: str, path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise SettingsError(f"{section}.password_file: cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{section}.password_file: {path} is not UTF-8 text") from None
 
 
 class RedisSettings(_Section):
@@ -53,22 +99,22 @@ class RedisSettings(_Section):
     password_file: Path | None = None
     password: SecretStr | None = None
     key_prefix: str = DEFAULT_PREFIX
-    ttl: float = Field(default=60.0, gt=0)
-    connect_timeout: float = Field(default=2.0, gt=0)
+    # The renewal runs every ttl/3: a tiny TTL would spin it.
+    ttl: float = Field(default=60.0, ge=0.5, le=MAX_SECONDS)
+    connect_timeout: float = Field(default=2.0, gt=0, le=3600)
 
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, v: str) -> str:
-        if urlsplit(v).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return v
+        return _url(v, ("redis", "rediss", "unix"), "must start with redis://, rediss:// or unix://")
 
     def resolved_password(self) -> str | None:
-        """The password from the environment or ``password_file`` (stripped)."""
+        """The password from the environment or ``password_file`` (stripped); an unreadable
+        file is a :class:`SettingsError` (``check`` fails on it, it never reads as "no password")."""
         if self.password is not None:
             return self.password.get_secret_value()
         if self.password_file is not None:
-            return self.password_file.read_text().strip()
+            return _read_secret("redis", self.password_file)
         return None
 
 
@@ -84,34 +130,34 @@ class RegistrySettings(_Section):
     password: SecretStr | None = None
     store: str | None = None
     pool_size: int = Field(default=4, ge=1, le=64)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    statement_timeout: float = Field(default=30.0, gt=0)
-    lock_timeout: float = Field(default=30.0, gt=0)
-    idle_in_transaction_timeout: float = Field(default=120.0, gt=0)
-    busy_timeout: float = Field(default=30.0, gt=0)  # SQLite
-    gc_grace: float = Field(default=3600.0, ge=0)  # unreferenced objects kept this long
-    temp_grace: float = Field(default=3600.0, gt=0)  # a temp file this old is a dead writer's
+    connect_timeout: float = Field(default=5.0, gt=0, le=3600)
+    statement_timeout: float = Field(default=30.0, gt=0, le=MAX_SECONDS)
+    lock_timeout: float = Field(default=30.0, gt=0, le=MAX_SECONDS)
+    idle_in_transaction_timeout: float = Field(default=120.0, gt=0, le=MAX_SECONDS)
+    busy_timeout: float = Field(default=30.0, gt=0, le=MAX_SECONDS)  # SQLite
+    gc_grace: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)  # unreferenced objects kept this long
+    temp_grace: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)  # a temp file this old is a dead writer's
 
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, v: str | None) -> str | None:
-        if v is not None and urlsplit(v).scheme not in ("sqlite", "postgresql"):
-            raise ValueError("must start with sqlite:/// or postgresql://")
+        if v is not None:
+            _url(v, ("sqlite", "postgresql"), "must start with sqlite:/// or postgresql://")
         return v
 
     @field_validator("store")
     @classmethod
     def _store_scheme(cls, v: str | None) -> str | None:
-        if v is not None and "://" in v and urlsplit(v).scheme not in ("file", "s3"):
-            raise ValueError("must be a path, file://PATH or s3://BUCKET[/PREFIX]")
+        if v is not None and "://" in v:
+            _url(v, ("file", "s3"), "must be a path, file://PATH or s3://BUCKET[/PREFIX]")
         return v
 
     def resolved_password(self) -> str | None:
-        """The password from the environment or ``password_file`` (stripped)."""
+        """The password from the environment or ``password_file`` (stripped); see RedisSettings."""
         if self.password is not None:
             return self.password.get_secret_value()
         if self.password_file is not None:
-            return self.password_file.read_text().strip()
+            return _read_secret("registry", self.password_file)
         return None
 
 
@@ -134,26 +180,26 @@ class HttpSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    poll_interval: float = Field(default=30.0, gt=0)
-    decide_interval: float = Field(default=30.0, gt=0)
-    health_interval: float = Field(default=60.0, gt=0)
-    misfire_grace: float = Field(default=30.0, ge=0)
+    poll_interval: float = Field(default=30.0, ge=MIN_INTERVAL, le=MAX_SECONDS)
+    decide_interval: float = Field(default=30.0, ge=MIN_INTERVAL, le=MAX_SECONDS)
+    health_interval: float = Field(default=60.0, ge=MIN_INTERVAL, le=MAX_SECONDS)
+    misfire_grace: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
     # Bound on the graceful drain after SIGTERM before trainer groups are stopped.
-    drain_timeout: float = Field(default=60.0, ge=0)
+    drain_timeout: float = Field(default=60.0, ge=0, le=MAX_SECONDS)
 
 
 class TriggerSettings(_Section):
     """The training triggers' parameters (``TriggerConfig`` in the seed API is this class)."""
 
     freshness_threshold: int = Field(default=500, gt=0)
-    staleness_hours: float = Field(default=6.0, gt=0)
+    staleness_hours: float = Field(default=6.0, gt=0, le=MAX_HOURS)
     min_win_rate: float = Field(default=0.45, ge=0, le=1)
     staleness_min_freshness: float = Field(default=0.3, ge=0, le=1)
     regression_threshold: float = Field(default=0.5, ge=0, le=1)
     # Win-rate drop below min_win_rate that counts as a full regression (default: min_win_rate).
     regression_span: float | None = Field(default=None, gt=0)
     bootstrap_min_games: int = Field(default=100, ge=0)
-    min_interval: float = Field(default=1800.0, ge=0)
+    min_interval: float = Field(default=1800.0, ge=0, le=MAX_SECONDS)
     freshness_weight: float = Field(default=0.4, ge=0)
     staleness_weight: float = Field(default=0.3, ge=0)
     regression_weight: float = Field(default=0.3, ge=0)
@@ -163,7 +209,7 @@ class TriggerSettings(_Section):
 class CurriculumSettings(_Section):
     """The curriculum's parameters (``CurriculumConfig`` in the seed API is this class)."""
 
-    window: float = Field(default=1800.0, gt=0)
+    window: float = Field(default=1800.0, gt=0, le=MAX_SECONDS)
     history_limit: int = Field(default=1000, gt=0)
     evaluation_sources: tuple[str, ...] = ("gauntlet", "tournament", "evaluation")
     min_games: int = Field(default=5, ge=1)
@@ -176,7 +222,7 @@ class CurriculumSettings(_Section):
     elo_regression_boost: float = 0.2
     high_win_rate: float = Field(default=0.70, ge=0, le=1)
     high_win_rate_penalty: float = 0.3
-    stale_training_hours: float = Field(default=6.0, gt=0)
+    stale_training_hours: float = Field(default=6.0, gt=0, le=MAX_HOURS)
     stale_training_boost: float = 0.1
     min_weight: float = Field(default=0.5, ge=0)
     max_weight: float = Field(default=2.0, ge=0)
@@ -191,9 +237,9 @@ class CurriculumSettings(_Section):
 class HealthSettings(_Section):
     """The health monitor's thresholds (``HealthConfig`` in the seed API is this class)."""
 
-    stalled_after: float = Field(default=4 * 3600.0, gt=0)
-    stale_model_after: float = Field(default=24 * 3600.0, gt=0)
-    stale_data_after: float = Field(default=12 * 3600.0, gt=0)
+    stalled_after: float = Field(default=4 * 3600.0, gt=0, le=MAX_SECONDS)
+    stale_model_after: float = Field(default=24 * 3600.0, gt=0, le=MAX_SECONDS)
+    stale_data_after: float = Field(default=12 * 3600.0, gt=0, le=MAX_SECONDS)
     low_win_rate: float = Field(default=0.35, ge=0, le=1)
     failures_critical: int = Field(default=3, gt=0)
 
@@ -216,11 +262,11 @@ class TrainingSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_concurrent: int = Field(default=1, gt=0)
     nproc_per_node: int = Field(default=1, gt=0)
-    timeout: float = Field(default=4 * 3600.0, gt=0)
+    timeout: float = Field(default=4 * 3600.0, gt=0, le=MAX_SECONDS)
     # SIGTERM -> SIGKILL grace for the trainer's process group.
-    grace: float = Field(default=30.0, ge=0)
+    grace: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
     # No progress line for this long means the trainer hung.
-    heartbeat_timeout: float = Field(default=900.0, gt=0)
+    heartbeat_timeout: float = Field(default=900.0, gt=0, le=MAX_SECONDS)
     channels: int = Field(default=32, gt=0)
     blocks: int = Field(default=2, gt=0)
     epochs: int | None = Field(default=None, gt=0)
@@ -237,6 +283,9 @@ class TrainingSettings(_Section):
     compile: bool = trainer_default("compile")
     # Batches a background thread prepares ahead (pinned memory, side CUDA stream); 0 = none.
     prefetch: int = Field(default=trainer_default("prefetch"), ge=0)
+    # Directories of runs that did not register kept in data_dir/runs (newest first); a
+    # registered run's directory is removed (its model.pt is a copy of the registry object).
+    keep_failed_runs: int = Field(default=DEFAULT_KEEP_FAILED_RUNS, ge=0, le=1000)
 
 
 # The fewest games a promotion test may be capped at: below this no SPRT can reach its bounds.
@@ -277,7 +326,7 @@ class DemoSettings(_Section):
     """``run --demo``: synthetic self-play plus evaluation games, bounded so it ends quickly."""
 
     config: str = "square8_2p"
-    rate: float = Field(default=20.0, gt=0)  # self-play games per second
+    rate: float = Field(default=20.0, ge=0.01, le=100_000)  # self-play games per second
     db: Path = Path("data/games/demo.db")
     # Self-play stops after this many games (about 25 KB each: the database stays small).
     max_games: int = Field(default=1500, ge=1, le=1_000_000)
@@ -376,8 +425,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 def _env_value(raw: str) -> Any:
     """Scalars and ``[a, b]`` lists are parsed as YAML; anything else (``ringrift:``) stays a string."""
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = parse_yaml(raw)
+    except SettingsFileError:
         return raw
     if isinstance(value, dict) and not raw.lstrip().startswith("{"):
         return raw
@@ -408,7 +457,11 @@ def _reject_yaml_secrets(data: Mapping[str, Any]) -> None:
                 f"use {env} or {section}.password_file"
             )
         url = values.get("url")
-        if isinstance(url, str) and urlsplit(url).password:
+        try:
+            password = urlsplit(url).password if isinstance(url, str) else None
+        except ValueError:  # not a URL at all: the field's own validator says so
+            password = None
+        if password:
             raise SettingsError(
                 f"{section}.url: contains a password; move it to {env} or {section}.password_file"
             )
@@ -420,11 +473,12 @@ def _format_error(err: ValidationError) -> str:
     path = ".".join(str(p) if str(p).isprintable() else repr(p) for p in first["loc"]) or "<root>"
     msg = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
+    shown = one_line(repr(value), 120)  # a huge bad value must not become a huge line
     if first["type"] == "extra_forbidden":
-        return f"{path}: unknown key (got {value!r})"
+        return f"{path}: unknown key (got {shown})"
     if repr(value) in msg:  # the message already names the bad value
-        return f"{path}: {msg}"
-    return f"{path}: {msg} (got {value!r})"
+        return one_line(f"{path}: {msg}")
+    return one_line(f"{path}: {msg} (got {shown})")
 
 
 def settings_from_mapping(
@@ -437,6 +491,9 @@ def settings_from_mapping(
         raise SettingsError(f"<root>: expected a mapping of settings (got {type(data).__name__})")
     _reject_yaml_secrets(data)
     merged = _merge(dict(data), _env_overrides(environ or {}))
+    bad = check_tree(merged)
+    if bad is not None:
+        raise SettingsError(bad)
     try:
         return Settings.model_validate(merged)
     except ValidationError as e:
@@ -444,23 +501,19 @@ def settings_from_mapping(
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Load ``path`` (default ``config.yaml``; missing default file = built-in defaults)."""
+    """Load ``path`` (default ``config.yaml``; missing default file = built-in defaults).
+
+    The file is read with the bounds of :mod:`daemon.settings_yaml` (size, UTF-8, strict YAML).
+    """
     env = os.environ if environ is None else environ
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
-    data: Any = None
+    shown = one_line(repr(str(path))[1:-1], 200)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        if explicit:
-            raise SettingsError(f"{path}: settings file not found") from None
-        text = ""
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot read settings file: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text) if text else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SettingsError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+        text = read_settings_text(path)
+        if text is None and explicit:
+            raise SettingsError(f"{shown}: settings file not found")
+        data = parse_yaml(text) if text else None
+    except SettingsFileError as e:
+        raise SettingsError(f"{shown}: {e}") from None
     return settings_from_mapping(data, env)

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from daemon.data.gamedb import GameDB, GameDBError
 from daemon.data.sources import expand
 from daemon.export.encoder import EncoderError, load_encoder
-from daemon.settings import Settings
+from daemon.locks.admin import refused
+from daemon.settings import Settings, SettingsError
 
 TORCH_PROBE = (
     "import json, torch; print(json.dumps({'torch': torch.__version__, "
@@ -90,6 +91,21 @@ def check_state_dir(settings: Settings) -> CheckResult:
     return CheckResult("data_dir", True, f"{d.absolute()} writable")
 
 
+def check_secrets(settings: Settings) -> list[CheckResult]:
+    """A configured ``password_file`` that cannot be read stops the service (``run`` would exit 3)."""
+    out = []
+    for name, section in (("redis", settings.redis), ("registry", settings.registry)):
+        if section is None or section.password_file is None:
+            continue
+        try:
+            section.resolved_password()
+        except SettingsError as e:
+            out.append(CheckResult(f"{name} password", False, str(e)))
+        else:
+            out.append(CheckResult(f"{name} password", True, f"{section.password_file} readable"))
+    return out
+
+
 def check_redis(settings: Settings) -> CheckResult | None:
     if settings.redis is None:
         if settings.locks.backend == "redis":
@@ -99,9 +115,13 @@ def check_redis(settings: Settings) -> CheckResult | None:
 
     r = settings.redis
     try:
+        password = r.resolved_password()
+    except SettingsError:  # reported by check_secrets
+        return CheckResult("redis", False, "not tried: its password_file cannot be read")
+    try:
         client = redis.Redis.from_url(
             r.url,
-            password=r.resolved_password(),
+            password=password,
             socket_connect_timeout=r.connect_timeout,
             socket_timeout=r.connect_timeout,
         )
@@ -110,6 +130,8 @@ def check_redis(settings: Settings) -> CheckResult | None:
         finally:
             client.close()
     except (redis.RedisError, OSError) as e:
+        if refused(e):  # it answered: a wrong password is an error under auto too (no fallback)
+            return CheckResult("redis", False, f"{r.url} refused the connection: {type(e).__name__}: {e}")
         ok = settings.locks.backend == "auto"
         extra = " (auto: file locks will be used)" if ok else ""
         return CheckResult("redis", ok, f"{r.url} unreachable: {e}{extra}")
@@ -142,6 +164,7 @@ def run_checks(settings: Settings, environ: dict[str, str]) -> list[CheckResult]
         check_state_dir(settings),
         check_encoder(settings),
         *check_databases(settings),
+        *check_secrets(settings),
     ]
     rc = check_redis(settings)
     if rc is not None:

@@ -88,6 +88,7 @@ class GameSources:
         self.on_change = on_change
         self._dbs: dict[Path, GameDB] = {}
         self._health: dict[str, bool] = {}
+        self._warned: dict[str, tuple[str, ...]] = {}
         self.last: PollResult | None = None
 
     def paths(self) -> list[Path]:
@@ -113,6 +114,10 @@ class GameSources:
         return self.last
 
     def _track(self, path: str, snap: SourceSnapshot) -> None:
+        if snap.ok and snap.warnings != self._warned.get(path, ()):
+            # Readable but worth telling (a schema newer than this reader knows): once per change.
+            log.warning("source.warning", source=path, warnings=list(snap.warnings))
+        self._warned[path] = snap.warnings if snap.ok else self._warned.get(path, ())
         was = self._health.get(path)
         self._health[path] = snap.ok
         if was is None and snap.ok:

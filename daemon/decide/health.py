@@ -170,6 +170,13 @@ class TrainingHealthMonitor:
         self._update(key, t, **changes)
         self.evaluate(now)
 
+    def record_training_stopped(self, key: str, now: datetime | None = None) -> None:
+        """The run was stopped by the service stopping: no longer running, and not a failure
+        (an operator stop must not leave a consecutive_failures alert that fires on every restart)."""
+        now = resolve_now(now)
+        self._update(key, now.timestamp(), running=False, run_id=None, started_at=None)
+        self.evaluate(now)
+
     def record_data_update(self, key: str, game_count: int, now: datetime | None = None) -> None:
         now = resolve_now(now)
         self._update(key, now.timestamp(), last_data=now.timestamp(), game_count=int(game_count))
@@ -228,6 +235,10 @@ class TrainingHealthMonitor:
             return None
         self._drop(akey)
         return self._emit("resolved", replace(cur[0], message=message or cur[0].message))
+
+    def condition_subjects(self, kind: str) -> list[str]:
+        """Subjects of the active externally set alerts of ``kind`` (e.g. unhealthy source paths)."""
+        return sorted(s for (_, k, s), (_, ext) in self._alerts.items() if k == kind and ext and s)
 
     # -- evaluation -----------------------------------------------------------
     def _desired(self, t: float) -> dict[AlertKey, tuple[Severity, str]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 import structlog
 
 from daemon.locks.backends.file import inspect_lock_file
@@ -33,13 +34,28 @@ class BackendSelection:
         return asdict(self)
 
 
+def refused(e: BaseException) -> bool:
+    """Redis answered and refused (wrong or missing password, ACL, a command error), as opposed
+    to not being reachable: a refusal is a configuration error and never a reason to fall back
+    to node-local file locks (which would let two nodes train one config)."""
+    return isinstance(e, redis.AuthenticationError | redis.ResponseError)
+
+
 def redis_ping(url: str, password: str | None, timeout: float) -> str | None:
     """None when Redis answers PING within ``timeout``, else the reason (never the password)."""
+    problem = _ping(url, password, timeout)
+    return None if problem is None else problem[0]
+
+
+def _ping(url: str, password: str | None, timeout: float) -> tuple[str, bool] | None:
+    """None when PING answers; else (reason, refused)."""
     client = sync_client(url, password, timeout)
     try:
         client.ping()
     except REDIS_ERRORS as e:
-        return f"{url} unreachable: {type(e).__name__}: {e}"
+        if refused(e):
+            return f"{url} refused the connection: {type(e).__name__}: {e}", True
+        return f"{url} unreachable: {type(e).__name__}: {e}", False
     finally:
         client.close()
     return None
@@ -52,7 +68,11 @@ def select_backend(
     password: str | None = None,
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
 ) -> BackendSelection:
-    """auto: Redis when a URL is given and answers PING, else file (warning); redis: fail closed."""
+    """auto: Redis when a URL is given and answers PING, else file (warning); redis: fail closed.
+
+    A Redis that answers but refuses (authentication) fails closed under ``auto`` too: only
+    "no Redis configured" or "not reachable" may fall back.
+    """
     if backend == "file":
         return BackendSelection("file", "file", True, "file locks configured")
     if redis_url is None:
@@ -61,13 +81,14 @@ def select_backend(
                 "redis", "redis", False, "locks.backend is redis but no redis URL is configured"
             )
         return BackendSelection("auto", "file", True, "no redis configured: file locks (one host only)")
-    problem = redis_ping(redis_url, password, probe_timeout)
+    problem = _ping(redis_url, password, probe_timeout)
     if problem is None:
         return BackendSelection(backend, "redis", True, f"{redis_url} reachable")
-    if backend == "redis":
-        return BackendSelection("redis", "redis", False, problem)
-    log.warning("lock.backend_fallback", url=redis_url, reason=problem)
-    return BackendSelection("auto", "file", True, f"{problem}: fell back to file locks (one host only)")
+    reason, was_refused = problem
+    if backend == "redis" or was_refused:
+        return BackendSelection(backend, "redis", False, reason)
+    log.warning("lock.backend_fallback", url=redis_url, reason=reason)
+    return BackendSelection("auto", "file", True, f"{reason}: fell back to file locks (one host only)")
 
 
 def list_file_locks(lock_dir: Path) -> list[dict[str, Any]]:

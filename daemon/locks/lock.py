@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from daemon.locks.admin import BackendSelection, select_backend
+from daemon.locks.admin import BackendSelection, refused, select_backend
 from daemon.locks.backend import BackendOptions, Grant, LeaseBackend, load_backend
 from daemon.locks.fencing import DEFAULT_RESERVE, ceiling_for
 from daemon.locks.lease import LeaseHandle, LostCallback
@@ -169,7 +169,7 @@ class DistributedLock:
 
     def _fallback(self, err: BaseException) -> None:
         """The backend failed mid-acquire: auto falls back to file, redis fails closed."""
-        if self.requested != "auto":
+        if self.requested != "auto" or refused(err):  # a refusal (auth) is not "Redis is down"
             raise LockBackendUnavailable("redis", f"{self.redis_url}: {type(err).__name__}: {err}") from err
         log.warning("lock.backend_fallback", lock=self.name, url=self.redis_url, reason=str(err))
         self._resolved = "file"

@@ -7,6 +7,7 @@ belongs to the loop thread, so they are queued here and applied on the loop.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from daemon.decide.health import TrainingHealthMonitor
@@ -38,6 +39,20 @@ class ServiceAlerts:
                 now=now,
                 subject=path,
             )
+
+    def sources_polled(self, paths: Collection[str], now: datetime) -> None:
+        """Resolve ``source_unhealthy`` of a path the poll no longer has (removed from
+        ``game_dbs`` before a restart): the alert is persisted and would otherwise never clear."""
+        for subject in self.health.condition_subjects("source_unhealthy"):
+            if subject not in paths:
+                self.health.set_condition(
+                    None,
+                    "source_unhealthy",
+                    active=False,
+                    message=f"{subject} is no longer a configured source",
+                    now=now,
+                    subject=subject,
+                )
 
     # -- the lock backend -----------------------------------------------------------
     def lock_availability(self, available: bool, reason: str) -> None:

@@ -189,6 +189,7 @@ def build_app(settings: Settings, environ: dict[str, str], *, read_only: bool = 
         metrics=metrics,
         runs_dir=s.runs_dir,
         node=node,
+        keep_failed_runs=s.training.keep_failed_runs,
         features=lambda: features(s, locks, sources),
     )
     evaluator = Evaluator(

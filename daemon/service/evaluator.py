@@ -94,6 +94,7 @@ class Evaluator:
     def apply_poll(self, poll: PollResult, now: datetime) -> None:
         self.poll = poll
         self.alerts.apply_source_changes(now)
+        self.alerts.sources_polled(poll.sources.keys(), now)
         view = self.view
         view.sources = {
             path: {

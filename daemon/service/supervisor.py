@@ -188,6 +188,8 @@ class Service:
         self.tasks.pop(key, None)
         if not task.cancelled() and task.exception() is None:
             self.results.append(task.result())
+        elif not task.cancelled():  # run_training reports its failures; this is a bug, never silent
+            log.error("run.crashed", config=key, error=repr(task.exception()))
         self.evaluator.publish(datetime.now(UTC), None, running=set(self.tasks))
 
     async def wait_runs(self) -> list[PipelineResult]:

@@ -82,7 +82,7 @@ BAD = [
     ),
     (
         "schedule:\n  poll_interval: -5\n",
-        "error: bad settings: schedule.poll_interval: Input should be greater than 0 (got -5)",
+        "error: bad settings: schedule.poll_interval: Input should be greater than or equal to 0.1 (got -5)",
     ),
     (
         "redis:\n  password: hunter2\n",
