@@ -62,6 +62,7 @@ def test_status_writes_nothing_to_existing_state(tmp_path: Path) -> None:
     cfg.write_text(
         f"data_dir: {data}\ngame_dbs: ['{games}']\nconfigs: [square8_2p]\n"
         "training: {epochs: 1, channels: 8, blocks: 1, device: cpu}\n"
+        "http: {port: 0}\n"  # never the standard port: something may listen there
     )
     # A real service pass creates the state the read-only commands then read.
     first = _cli(tmp_path, "run", "--once", "--config", str(cfg), timeout=800)
