@@ -92,6 +92,7 @@ class _Run:
     result: PipelineResult
     export: ExportResult | None = None
     parent: Parent | None = None
+    started_at: datetime | None = None
 
 
 class _Interrupted(Exception):
@@ -209,7 +210,7 @@ class OptimizedTrainingPipeline:
         result = PipelineResult(
             False, "", key, run_id=run_id, state="pending", fencing_token=token, lock_backend=backend
         )
-        run = _Run(key, run_id, lease, asyncio.Event(), result)
+        run = _Run(key, run_id, lease, asyncio.Event(), result, started_at=now)
         self._stop[key] = run.stop
         self.active[key] = {
             "run_id": run_id,
@@ -355,7 +356,9 @@ class OptimizedTrainingPipeline:
             self._stop.pop(key, None)
             self.progress.pop(key, None)
             if not lost.is_set():  # still the holder: tell the other nodes, then release
-                done = ClusterRun(end, result.state, usable_games, result.model_id, self.node, run.run_id)
+                done = ClusterRun(
+                    end, result.state, usable_games, result.model_id, self.node, run.run_id, run.started_at
+                )
                 await asyncio.to_thread(self.history.publish, key, done)
             await _close_lock(run.lease.lock)  # release, and close its connections (one lock per run)
             log.info(
