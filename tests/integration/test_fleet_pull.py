@@ -43,7 +43,9 @@ def test_pull_from_a_node_that_never_trained(tmp_path: Path, postgres_url: str) 
     write_games(db, "square8_2p", 40, seed=3)
     a, b = (
         write_node_config(
-            tmp_path, i, fleet_mapping(tmp_path, i, db=db, configs=["square8_2p"], pg_url=postgres_url, store=store)
+            tmp_path,
+            i,
+            fleet_mapping(tmp_path, i, db=db, configs=["square8_2p"], pg_url=postgres_url, store=store),
         )
         for i in (0, 1)
     )
