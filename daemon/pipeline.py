@@ -359,7 +359,12 @@ class OptimizedTrainingPipeline:
                 done = ClusterRun(
                     end, result.state, usable_games, result.model_id, self.node, run.run_id, run.started_at
                 )
-                await asyncio.to_thread(self.history.publish, key, done)
+                try:
+                    await asyncio.to_thread(self.history.publish, key, done)
+                except Exception as e:  # e.g. the registry is down: the lock must still be released
+                    log.error(
+                        "run.publish_failed", config=key, run_id=run.run_id, error=f"{type(e).__name__}: {e}"
+                    )
             await _close_lock(run.lease.lock)  # release, and close its connections (one lock per run)
             log.info(
                 f"run.{result.state}",
