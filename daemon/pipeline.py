@@ -177,6 +177,10 @@ class OptimizedTrainingPipeline:
             return "lock is held by another run"
         return Lease(lock, lost)
 
+    async def release(self, lease: Lease) -> None:
+        """Give back a lease :meth:`acquire` took for a run that will not start."""
+        await _close_lock(lease.lock)
+
     async def run_training(
         self,
         config_key: str,

@@ -6,6 +6,10 @@ version (a run's parent is the previous version, from the fleet's registry); mod
 the fleet's (each one registered by exactly one run of one node); no two runs of a config
 overlap (their intervals in the registry's fleet run history); every object verifies
 (``registry verify``).
+
+And the race behind "no run without fresh data": a node decides on the fleet's history as it
+read it, then takes the lease; another node may finish the config's run (and release) in
+between. The node decides again after taking the lease and trains nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.pipeline import Lease
 from daemon.registry import ModelRegistry
 from daemon.selfplay_sim import write_games
-from tests.chaos._helpers import child_environ, start_service, wait_until
+from tests.chaos._helpers import child_environ, settings_of, start_service, wait_until
+from tests.chaos._redis_helpers import running_service
 from tests.support.fleet import fleet_mapping, fleet_registry, log_tails, node_runs, write_node_config
 from tests.support.procs import stop_all
 from tests.support.redis_server import RedisServer
@@ -148,3 +155,39 @@ def test_three_nodes_one_lineage_per_config(
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"checked": 12, "problems": []}
     print(f"fleet: 3 rounds x 4 configs on 3 nodes in {elapsed:.0f}s")
+
+
+async def test_a_run_finished_elsewhere_after_the_read_is_not_repeated(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    db, store = tmp_path / "games.db", tmp_path / "objects"
+    usable = write_games(db, "square8_2p", BOOTSTRAP + 10, seed=1)
+    settings = settings_of(
+        fleet_mapping(tmp_path, 0, db=db, configs=["square8_2p"], pg_url=postgres_url, store=store)
+    )
+    model = tmp_path / "elsewhere.pt"
+    model.write_bytes(b"a model another node trained" * 100)
+    async with running_service(settings) as svc:
+        acquire = svc.pipeline.acquire
+
+        async def acquire_after_another_node_trained(key: str) -> Lease | str:
+            # Between this tick's read and its lease, another node trains v1 on the same games.
+            with ModelRegistry(tmp_path / "other", url=postgres_url, store=str(store)) as other:
+                other.register(model, "square8", 2, fencing_token=1, run_id="elsewhere")
+                other.record_run(
+                    "elsewhere", key, "succeeded", now=datetime.now(UTC), node="other-node",
+                    usable_games=usable, model_id="square8_2p-v1", started_at=datetime.now(UTC),
+                )  # fmt: skip
+            return await acquire(key)
+
+        svc.pipeline.acquire = acquire_after_another_node_trained  # type: ignore[method-assign]
+        report = await svc.tick(datetime.now(UTC))
+        assert report.dispatched == [], report
+        assert not report.decisions["square8_2p"].should_train, report.decisions
+        assert svc.app.journal.recent() == []
+        svc.pipeline.acquire = acquire  # type: ignore[method-assign]
+        again = await svc.tick(datetime.now(UTC))  # the lease was given back: a later tick can take it
+        assert again.dispatched == [] and not again.decisions["square8_2p"].should_train
+        lease = await svc.pipeline.acquire("square8_2p")
+        assert isinstance(lease, Lease), lease
+        await svc.pipeline.release(lease)
