@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 import yaml
 
 from tests.chaos._helpers import child_environ
@@ -17,6 +18,9 @@ from tests.support.postgres_server import USER, PostgresServer
 from tests.support.redis_server import free_port
 
 PASSWORD_ENV = "RINGRIFT_DAEMON_REGISTRY__PASSWORD"
+
+# Each check runs the torch probe in a child.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def _check(tmp: Path, url: str, password: str | None = None) -> subprocess.CompletedProcess[str]:

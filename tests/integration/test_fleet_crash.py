@@ -61,6 +61,9 @@ from daemon.cli import main
 raise SystemExit(main(["run", "--config", sys.argv[3]]))
 """
 
+# Two service starts and a retrain per step.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 
 def _stopped(pid: int) -> bool:
     try:

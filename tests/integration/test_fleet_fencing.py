@@ -70,6 +70,9 @@ with ModelRegistry(Path(reg_dir), url=url, store=store, hook=freeze, require_tok
         pass
 """
 
+# A lease expiry and a Redis restart.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
 
 class Lines:
     """The holder's own JSON lines (structlog writes its events to stdout too), read by a thread

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.pipeline import Lease
 from daemon.registry import ModelRegistry
 from daemon.selfplay_sim import write_games
@@ -38,6 +40,9 @@ ROUNDS = 3
 BOOTSTRAP = 30  # usable games for v1
 FRESH = 20  # new usable games that train the next version
 ROUND_TIMEOUT = 300.0  # generous: a 2-core machine shared with other test runs
+
+# Three services train 12 models: minutes on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _versions(reg: ModelRegistry) -> dict[str, list[int]]:

@@ -38,6 +38,9 @@ from tests.support.redis_server import free_port
 
 KEY = "square8_2p"
 
+# A real service through two outages and three runs.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 
 @pytest.fixture
 def pg() -> Iterator[PostgresServer]:

@@ -13,9 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon.selfplay_sim import write_games
 from tests.chaos._helpers import child_environ
 from tests.support.fleet import fleet_mapping, write_node_config
+
+# A real pipeline pass and eight CLI runs.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
