@@ -95,6 +95,7 @@ class _Run:
     export: ExportResult | None = None
     parent: Parent | None = None
     t0: float = field(default_factory=time.monotonic)
+    started_at: datetime | None = None  # wall clock, for the fleet's run history
 
 
 class _Interrupted(Exception):
@@ -181,6 +182,10 @@ class OptimizedTrainingPipeline:
             return "lock is held by another run"
         return Lease(lock, lost)
 
+    async def release(self, lease: Lease) -> None:
+        """Give back a lease :meth:`acquire` took for a run that will not start."""
+        await _close_lock(lease.lock)
+
     async def run_training(
         self,
         config_key: str,
@@ -250,7 +255,7 @@ class OptimizedTrainingPipeline:
                 self.book.defer(result.run_id, {"state": "failed", "message": result.message})
             return
         result.state = "pending"
-        run = _Run(key, run_id, lease, asyncio.Event(), result)
+        run = _Run(key, run_id, lease, asyncio.Event(), result, started_at=now)
         self._stop[key] = run.stop
         self.active[key] = {
             "run_id": run_id,
@@ -376,7 +381,7 @@ class OptimizedTrainingPipeline:
         end = RunEnd(
             key, run.run_id, result.state, result.message, result.model_id, result.export_time,
             result.training_time, usable_games, lost=lost.is_set(),
-            stopped=result.state == "interrupted" and run.stop.is_set(),
+            stopped=result.state == "interrupted" and run.stop.is_set(), started_at=run.started_at,
         )  # fmt: skip
         await self.book.finish(end, {str(a["run_id"]) for a in self.active.values()})
 

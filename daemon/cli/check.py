@@ -2,7 +2,7 @@
 
 Used as the systemd unit's ``ExecStartPre``. Prints one line per check
 (``ok``/``WARN``/``FAIL``) and exits 1 only on a FAIL: what stops the service (settings,
-the data directory, a required Redis, torch). A game database that cannot be read, and
+the data directory, a required Redis, the registry of record, torch). A game database that cannot be read, and
 no database matching ``game_dbs`` at all, are WARN lines (DESIGN 13): the service starts,
 serves the other sources and reports that one as an unhealthy source.
 """
@@ -20,6 +20,7 @@ from daemon.data.gamedb import GameDB, GameDBError
 from daemon.data.sources import expand
 from daemon.export.encoder import EncoderError, load_encoder
 from daemon.locks.admin import refused
+from daemon.registry import ModelRegistry, RegistryError
 from daemon.settings import Settings, SettingsError
 
 TORCH_PROBE = (
@@ -138,6 +139,23 @@ def check_redis(settings: Settings) -> CheckResult | None:
     return CheckResult("redis", True, f"{r.url} reachable")
 
 
+def check_registry(settings: Settings) -> CheckResult:
+    """The registry of record answers (PostgreSQL: reachable, the password accepted). Read-only:
+    no migration, nothing created; the service itself would start and report it unavailable."""
+    try:
+        reg = ModelRegistry.from_settings(settings, read_only=True)
+        reg.open()
+        try:
+            where = reg.describe()
+        finally:
+            reg.close()
+    except (RegistryError, OSError) as e:  # OSError: an unreadable password_file
+        return CheckResult("registry", False, str(e))
+    return CheckResult(
+        "registry", True, f"{where['url']} schema v{where['schema_version']}, objects in {where['store']}"
+    )
+
+
 def check_torch(settings: Settings, environ: dict[str, str]) -> CheckResult:
     # In a child process: the service itself never imports torch.
     try:
@@ -169,6 +187,7 @@ def run_checks(settings: Settings, environ: dict[str, str]) -> list[CheckResult]
     rc = check_redis(settings)
     if rc is not None:
         results.append(rc)
+    results.append(check_registry(settings))
     results.append(check_torch(settings, environ))
     return results
 

@@ -57,16 +57,20 @@ class RegistryRuns:
         model_id: str | None = None,
         message: str | None = None,
         fencing_token: int | None = None,
+        started_at: datetime | None = None,
     ) -> FleetRun:
-        """Insert or advance run ``run_id``: the first record sets ``started_at = now``; a final
-        state sets ``finished_at = now``. Fields given as None keep their recorded value."""
+        """Insert or advance run ``run_id``: the first record sets ``started_at`` (default
+        ``now``; a run first recorded when it ends passes its real start, so the history keeps
+        its interval); a final state sets ``finished_at = now``. Fields given as None keep their
+        recorded value."""
         validate_config_key(config)
         if state not in STATES:
             raise RegistryError(f"unknown run state {state!r}: expected one of {', '.join(STATES)}")
         check_token(fencing_token)
         at = utc(now).isoformat()
+        start = utc(started_at).isoformat() if started_at is not None else at
         row: Row = dict(
-            run_id=run_id, config_key=config, node=node, state=state, started_at=at, updated_at=at,
+            run_id=run_id, config_key=config, node=node, state=state, started_at=start, updated_at=at,
             finished_at=at if state in FINAL_STATES else None, usable_games=usable_games,
             model_id=model_id, message=message, fencing_token=fencing_token,
         )  # fmt: skip

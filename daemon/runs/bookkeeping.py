@@ -40,6 +40,7 @@ class RunEnd:
     usable_games: int | None
     lost: bool  # the lease was lost: another holder may exist, so publish nothing
     stopped: bool  # the service stopped it (an operator stop): not a failure
+    started_at: datetime | None = None  # the fleet's run history keeps each run's interval
 
     @property
     def final(self) -> dict[str, Any]:
@@ -103,7 +104,9 @@ class RunBook:
                 ),
             )
         if not end.lost:  # still the holder: tell the other nodes (the caller then releases)
-            done = ClusterRun(now, end.state, end.usable_games, end.model_id, self.node, end.run_id)
+            done = ClusterRun(
+                now, end.state, end.usable_games, end.model_id, self.node, end.run_id, end.started_at
+            )
             try:
                 await asyncio.to_thread(self.history.publish, end.key, done)
             except Exception as e:

@@ -31,9 +31,13 @@ class ClusterRun:
     model_id: str | None
     node: str
     run_id: str | None = None
+    # When the run started: the fleet's run history keeps each run's interval (None: unknown).
+    started_at: datetime | None = None
 
     def as_json(self) -> str:
-        return json.dumps({**self.__dict__, "finished_at": self.finished_at.isoformat()})
+        started = self.started_at.isoformat() if self.started_at is not None else None
+        fields = {**self.__dict__, "finished_at": self.finished_at.isoformat(), "started_at": started}
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ClusterRun:
@@ -45,6 +49,7 @@ class ClusterRun:
             d.get("model_id"),
             d.get("node", "?"),
             d.get("run_id"),
+            datetime.fromisoformat(d["started_at"]) if d.get("started_at") else None,
         )
 
 

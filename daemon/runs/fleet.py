@@ -48,6 +48,7 @@ class RegistryHistory:
             node=run.node,
             usable_games=run.usable_games,
             model_id=run.model_id,
+            started_at=run.started_at,
         )
 
 

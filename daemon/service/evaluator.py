@@ -232,6 +232,13 @@ class Evaluator:
             )
         return out
 
+    async def still_due(self, key: str, now: datetime, running: set[str]) -> Decision:
+        """``key``'s decision again on a fresh read of the fleet's history and the registry: the
+        tick decided on what it read before taking the lease, and another node may have finished
+        this config's run in between (its success and its model were not in that read)."""
+        await self.refresh_cluster()
+        return self.decide(now, running)[key]
+
     def evaluate_health(self, now: datetime) -> None:
         """Raise/resolve alerts (writes the health store), then show the result."""
         self.health.evaluate(now=now)

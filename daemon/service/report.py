@@ -13,6 +13,7 @@ from typing import Any
 
 from daemon.locks import list_locks
 from daemon.redis_keys import DEFAULT_PREFIX
+from daemon.registry.records import RegistryError
 from daemon.service.app import build_app
 from daemon.settings import Settings
 
@@ -25,7 +26,10 @@ async def build_report(settings: Settings, environ: dict[str, str] | None = None
         ev = app.evaluator
         poll = await asyncio.to_thread(app.sources.poll)
         ev.apply_poll(poll, now)
-        await asyncio.to_thread(app.promoter.update, now)  # the tests as they stand; nothing acted on
+        try:
+            await asyncio.to_thread(app.promoter.update, now)  # the tests as they stand; nothing acted on
+        except RegistryError:  # the registry is down: the report says so (decide raises the alert)
+            pass
         app.promoter.publish(app.view)
         ev.show_health(now)
         running = {r.config for r in app.journal.in_flight()}

@@ -156,6 +156,11 @@ class Service:
                 if isinstance(lease, str):
                     d.reason = f"{lease}; {d.reason}"
                     continue
+                again = await self.evaluator.still_due(d.key, datetime.now(UTC), set(self.tasks))
+                if not again.should_train:  # trained elsewhere since this tick's read
+                    await self.pipeline.release(lease)
+                    decisions[d.key] = again
+                    continue
                 self._dispatch(d.key, d.reason, lease)
                 report.dispatched.append(d.key)
                 slots -= 1

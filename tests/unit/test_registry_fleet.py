@@ -235,3 +235,21 @@ def test_fleet_run_history(reg: ModelRegistry) -> None:
         reg.record_run("c1", "square8_2p", "done", now=t0, node="node-a")
     with pytest.raises(ValueError):
         reg.record_run("c1", "chess_2p", "pending", now=t0, node="node-a")
+
+
+def test_a_run_published_at_its_end_keeps_its_interval(reg: ModelRegistry) -> None:
+    """The pipeline tells the fleet's history about a run once, when it ends: the record keeps
+    when it started, so the history shows each run's interval (no two of a config overlap)."""
+    from daemon.runs.cluster import ClusterRun
+    from daemon.runs.fleet import RegistryHistory
+
+    start, end = NOW, NOW + timedelta(minutes=7)
+    done = ClusterRun(end, "succeeded", 900, "square8_2p-v1", "node-a", "r1", start)
+    assert ClusterRun.from_json(done.as_json()) == done  # the Redis copy carries it too
+    RegistryHistory(reg).publish("square8_2p", done)
+    run = reg.get_run("r1")
+    assert run is not None and (run.started_at, run.finished_at, run.state) == (start, end, "succeeded")
+    # A record without a start (an older node's) starts when it is first recorded, as before.
+    RegistryHistory(reg).publish("square8_2p", ClusterRun(end, "failed", None, None, "node-b", "r2"))
+    old = reg.get_run("r2")
+    assert old is not None and old.started_at == old.finished_at == end
