@@ -107,7 +107,7 @@ class Service:
         }
         name = kind.get(event.code, "error")
         self.app.metrics.scheduler_events.labels(name).inc()
-        log.warning("scheduler.job_" + name, job=event.job_id, error=str(getattr(event, "exception", "")))
+        log.warning(f"scheduler.job_{name}", job=event.job_id, error=str(getattr(event, "exception", "")))
 
     def request_stop(self, sig: int | None = None) -> None:
         """Signal handler: flags only. A second signal forces."""
