@@ -31,6 +31,7 @@ BENCHES: tuple[str, ...] = (
     "registry_register",
     "trainer_throughput",
     "export_throughput",
+    "export_cache_hit",
     "service_idle",
     "service_scrape",
     "service_latency",

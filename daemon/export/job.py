@@ -22,10 +22,12 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from daemon.data.fingerprint import Fingerprint, fingerprints
 from daemon.data.gamedb import Game, GameDB, GameDBError, SourceSnapshot
 from daemon.data.sources import expand, snapshot_readable
 from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import EncodedGame, Encoder, EncoderError, load_encoder
+from daemon.export.quick import quick_hit
 from daemon.export.rows import RowsError, check_encoded, row_arrays
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
 from daemon.export.workers import TASK_GAMES, Output, WorkerError, defects_of, parallel_segments, plan_tasks
@@ -45,6 +47,8 @@ GAME_FILTER = "status in (completed, finished) and winner is not null; newest fi
 Progress = Callable[[int, int], None]
 # The game ids of one encoded block, its rows, and the source rows the reader could not use.
 Rows = tuple[list[str], EncodedGame, dict[str, int]]
+# Snapshots of the readable paths and the error of each other one (sources.snapshot_readable).
+Refresh = Callable[[Sequence[Path]], tuple[dict[str, SourceSnapshot], dict[str, GameDBError]]]
 
 
 class ExportError(Exception):
@@ -273,6 +277,34 @@ def _export(
     return games, writer.rows, skipped, size, digest
 
 
+def _hit(
+    key: str,
+    out: Path,
+    e: dict[str, Any],
+    es: ExportSettings,
+    t0: float,
+    reason: str,
+    record: dict[str, Any] | None = None,
+) -> ExportResult:
+    """The result of a cache hit: what the recorded export holds."""
+    result = ExportResult(
+        key,
+        True,
+        int(e.get("games", 0)),
+        int(e["samples"]),
+        dict(e.get("skipped", {})),
+        out,
+        int(e["output"]["size"]),
+        time.monotonic() - t0,
+        reason,
+        es,
+        record if record is not None else dict(e["sources"]),
+        e["output"].get("sha256"),
+    )
+    log.info("export.cache_hit", config=key, output=str(out), samples=result.samples, reason=reason)
+    return result
+
+
 def run_export(
     settings: Settings,
     config_key: str,
@@ -282,9 +314,15 @@ def run_export(
     progress: Progress | None = None,
     db_paths: Sequence[Path] | None = None,
     snapshots: Mapping[str, SourceSnapshot] | None = None,
+    refresh: Refresh | None = None,
     now: datetime | None = None,
 ) -> ExportResult:
-    """Export ``config_key`` unless the cache says nothing changed. Raises on failure (nothing replaced)."""
+    """Export ``config_key`` unless the cache says nothing changed. Raises on failure (nothing replaced).
+
+    ``refresh`` (the service's warm sources) takes the snapshots of the configured sources
+    instead of a fresh full scan. Unless ``snapshots`` are given, a cache hit is first checked
+    by commit fingerprints alone (:mod:`daemon.export.quick`): no game is read.
+    """
     key = validate_config_key(config_key)
     board, n = parse_config_key(key)
     paths = [Path(p).absolute() for p in (db_paths if db_paths is not None else expand(settings.game_dbs))]
@@ -292,45 +330,41 @@ def run_export(
     t0 = time.monotonic()
     try:
         encoder = load_encoder(settings.export.encoder, settings.export.history_length)
+        hist, spec = settings.export.history_length, settings.export.encoder
+        cache = ExportCache(settings.training_dir / ".export_cache.json")
         unreadable: list[str] = []
+        # Before any snapshot: a commit after this point makes the next quick check miss.
+        fps: dict[str, Fingerprint | None] | None = None
+        if snapshots is None:
+            fps = fingerprints(paths)
+            hit = (
+                None
+                if force
+                else quick_hit(
+                    cache, key, out, board, n, fps, lambda es: export_params(encoder, es, hist, spec)
+                )
+            )
+            if hit is not None:
+                reason = "cache hit: no commit to any source since the export"
+                return _hit(key, out, hit[0], hit[1], t0, reason)
         if snapshots is not None:
             snaps = dict(snapshots)
         elif db_paths is None:  # the configured sources: a broken one must not stop the others
-            snaps, failed = snapshot_readable(paths)
+            snaps, failed = (refresh or snapshot_readable)(paths)
             for path, err in failed.items():
                 log.warning("export.source_skipped", config=key, source=path, reason=str(err), kind=err.kind)
             paths, unreadable = [p for p in paths if str(p) in snaps], list(failed)
         else:  # sources named by the caller: each must be readable
             snaps = take_snapshots(paths)  # BEFORE exporting
         es = get_export_settings(paths, board, n, snapshots=snaps)
-        params = export_params(encoder, es, settings.export.history_length, settings.export.encoder)
-        cache = ExportCache(settings.training_dir / ".export_cache.json")
+        params = export_params(encoder, es, hist, spec)
         decision = cache.needs_export(paths, out, board, n, force, params=params, snapshots=snaps)
         record = sources_record(snaps, key)
         if not decision.needed and decision.entry is not None:
-            e = decision.entry
-            result = ExportResult(
-                key,
-                True,
-                int(e.get("games", 0)),
-                int(e["samples"]),
-                dict(e.get("skipped", {})),
-                out,
-                int(e["output"]["size"]),
-                time.monotonic() - t0,
-                decision.reason,
-                es,
-                record,
-                e["output"].get("sha256"),
-            )
-            log.info(
-                "export.cache_hit",
-                config=key,
-                output=str(out),
-                samples=result.samples,
-                reason=decision.reason,
-            )
-            return result
+            if fps is not None and not unreadable and all(fps.values()):
+                # The full check proved these fingerprints current: the next hit is a quick one.
+                cache.note_fingerprints(key, out, decision.entry, fps)
+            return _hit(key, out, decision.entry, es, t0, decision.reason, record)
         log.info(
             "export.started",
             config=key,
@@ -368,6 +402,7 @@ def run_export(
             skipped=skipped,
             sha256=digest,
             now=now,
+            fingerprints=None if unreadable else fps,
         )
     except Exception as e:  # any failure (source, encoder plug-in, disk): logged, nothing replaced
         log.error(
