@@ -25,6 +25,7 @@ from typing import Any
 
 BENCHES: tuple[str, ...] = (
     "gamedb_refresh",
+    "gamedb_refresh_1m",
     "decide_eval",
     "promotion_update",
     "locks_latency",
