@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 from daemon.keys import ALL_CONFIG_KEYS, parse_config_key
@@ -82,3 +83,53 @@ def working_copy(src: Path, dest: Path) -> Path:
     """A private copy of a cached database (a bench that appends must not change the cache)."""
     shutil.copyfile(src, dest)
     return dest
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _replicate(conn: sqlite3.Connection, copies: int) -> None:
+    """Every table's rows ``copies`` more times, game ids suffixed ``-N`` (one INSERT ... SELECT each)."""
+    seq = "WITH RECURSIVE seq(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM seq WHERE x < ?)"
+    for table in ("games", "game_players", "game_initial_state", "game_moves"):
+        cols = _columns(conn, table)
+        sel = ", ".join("t.game_id || '-' || x" if c == "game_id" else f"t.{c}" for c in cols)
+        conn.execute(
+            f"{seq} INSERT INTO {table}({', '.join(cols)}) SELECT {sel} FROM seq, {table} t"
+            " ORDER BY x, t.rowid",
+            (copies,),
+        )
+
+
+def moves_db(games: int, key: str = "square8_2p", *, seed_games: int = 200) -> Path:
+    """A cached database of about ``games`` usable ``key`` games with their moves.
+
+    ``seed_games`` real games (:mod:`daemon.selfplay_sim`) are copied under new game ids
+    by bulk SQL until there are ``games``.
+    """
+    params = {"v": BUILD_VERSION, "kind": "moves", "games": games, "key": key, "seed": seed_games}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    path = CACHE_DIR / f"moves-{key}-{games}-{digest}.db"
+    if path.exists():
+        return path
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    for side in ("", "-wal", "-shm"):
+        Path(f"{tmp}{side}").unlink(missing_ok=True)
+    conn = connect_writer(tmp)
+    try:
+        factory = GameFactory(key, 11, source="bench")
+        for _ in range(seed_games):
+            insert_game(conn, factory.make("completed"))
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("BEGIN")
+        _replicate(conn, max(0, -(-games // seed_games) - 1))
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+    os.replace(tmp, path)
+    return path

@@ -207,6 +207,9 @@ class ExportSection(_Section):
     # 2 meets the export-time target on a 2-core machine; an export under 128 games
     # per worker stays in the exporting process whatever this says.
     workers: int = Field(default=2, ge=1, le=64)
+    # Keep encoded rows of finished games as segments and re-encode only new games
+    # (daemon.export.segments); False: every export encodes every game.
+    incremental: bool = True
 
 
 class TrainingSettings(_Section):

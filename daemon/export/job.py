@@ -29,6 +29,7 @@ from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import EncodedGame, Encoder, EncoderError, load_encoder
 from daemon.export.quick import quick_hit
 from daemon.export.rows import RowsError, check_encoded, row_arrays
+from daemon.export.segments import SegmentExport, Stored
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
 from daemon.export.workers import TASK_GAMES, Output, WorkerError, defects_of, parallel_segments, plan_tasks
 from daemon.keys import geometry, parse_config_key, validate_config_key
@@ -190,6 +191,8 @@ def _export(
     progress: Progress | None,
     now: datetime,
     workers: int = 1,
+    segments_root: Path | None = None,
+    rebuild: bool = False,
 ) -> tuple[int, int, dict[str, int], int, str]:
     board, n = parse_config_key(key)
     specs = array_specs(encoder, board)
@@ -222,8 +225,16 @@ def _export(
             reported = games
             progress(games, target)
 
+    seg = _segment_export(segments_root, db_paths, snapshots, key, params, specs, total, es.max_games)
+
+    def seg_out(path: str) -> Output:
+        return Output(path, tuple(specs.items()), policy_size, grid * grid)
+
+    stored: list[Stored] = []
     try:
-        if workers > 1 and target >= workers * TASK_GAMES:  # else starting workers costs more than it saves
+        if seg is not None:  # every game of one source: reuse the encoded segments
+            stored = seg.run(writer, seg_out, workers=workers, rebuild=rebuild, tally=tally)
+        elif workers > 1 and target >= workers * TASK_GAMES:  # else starting workers costs more than it saves
             tasks = plan_tasks(
                 db_paths,
                 snapshots,
@@ -271,10 +282,32 @@ def _export(
             fmt.META_FORMAT_VERSION: FORMAT_VERSION,
         }
         size, digest = writer.finish(meta, constants)
+        if seg is not None:
+            seg.commit(stored)
     except BaseException:
         writer.abort()
+        if seg is not None:
+            seg.abort()
         raise
     return games, writer.rows, skipped, size, digest
+
+
+def _segment_export(
+    root: Path | None,
+    db_paths: Sequence[Path],
+    snapshots: Mapping[str, SourceSnapshot],
+    key: str,
+    params: dict[str, Any],
+    specs: dict[str, ArraySpec],
+    total: int,
+    max_games: int | None,
+) -> SegmentExport | None:
+    """The incremental export when it gives exactly the full export's rows, else None."""
+    sources = exported_sources(db_paths, snapshots, key)
+    if root is None or len(sources) != 1 or (max_games is not None and total > max_games):
+        return None
+    path = sources[0][0]
+    return SegmentExport(root, path, snapshots[str(path)], key, params, specs)
 
 
 def _hit(
@@ -387,6 +420,8 @@ def run_export(
             progress=progress,
             now=now or datetime.now(UTC),
             workers=settings.export.workers,
+            segments_root=settings.training_dir / ".segments" if settings.export.incremental else None,
+            rebuild=force,
         )
         if unreadable:
             skipped["unreadable_sources"] = len(unreadable)
