@@ -168,11 +168,12 @@ class SegmentExport:
         }
         todo = [r for r in reversed(rowids) if r not in covered]
         self.store.mkdir(parents=True, exist_ok=True)
-        made = self._encode(list(_batches(todo, kept)), cs.watermark, workers, output)
+        for s in kept:
+            tally(s.games, s.skipped)
+        made = self._encode(list(_batches(todo, kept)), cs.watermark, workers, output, tally)
         segments = sorted([*kept, *made], key=lambda s: s.hi, reverse=True)
         for s in segments:
             writer.adopt(Segment(str(self.store / s.file), s.rows, s.sizes))
-            tally(s.games, s.skipped)
         log.info(
             "export.segments",
             config=self.key,
@@ -185,7 +186,12 @@ class SegmentExport:
         return segments
 
     def _encode(
-        self, batches: list[list[int]], watermark: int, workers: int, output: Callable[[str], Output]
+        self,
+        batches: list[list[int]],
+        watermark: int,
+        workers: int,
+        output: Callable[[str], Output],
+        tally: Callable[[int, dict[str, int]], None],
     ) -> list[Stored]:
         p = self.params
         tasks = [
@@ -221,6 +227,7 @@ class SegmentExport:
                 made.append(
                     Stored(name, b[-1], b[0], len(b), sum(b), seg.rows, seg.sizes, d.games, d.skipped)
                 )
+                tally(d.games, d.skipped)  # progress while encoding
         return made
 
     def commit(self, segments: list[Stored]) -> None:
