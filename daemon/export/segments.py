@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 import structlog
 
+from daemon.data.errors import DatabaseReplaced
 from daemon.data.gamedb import GameDB, SourceSnapshot
 from daemon.export.workers import TASK_GAMES, Done, Output, Task, encode_task, parallel_segments
 from daemon.npz.format import ArraySpec
@@ -223,6 +224,10 @@ class SegmentExport:
             for b, name, d in zip(batches, names, done, strict=True):
                 with open(self.store / name, "rb+") as f:  # kept across exports: durable before the manifest
                     os.fsync(f.fileno())
+                if d.games != len(b):  # listed from the snapshot, gone now: the file changed under it
+                    raise DatabaseReplaced(
+                        self.path, f"{len(b) - d.games} listed games vanished during the export (replaced?)"
+                    )
                 seg = d.segment
                 made.append(
                     Stored(name, b[-1], b[0], len(b), sum(b), seg.rows, seg.sizes, d.games, d.skipped)
