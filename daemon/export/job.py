@@ -369,7 +369,7 @@ def run_export(
         # Before any snapshot: a commit after this point makes the next quick check miss.
         fps: dict[str, Fingerprint | None] | None = None
         if snapshots is None:
-            fps = fingerprints(paths)
+            fps = fingerprints(paths, int((now or datetime.now(UTC)).timestamp() * 1e9))
             hit = (
                 None
                 if force

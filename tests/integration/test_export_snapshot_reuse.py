@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +11,17 @@ import numpy as np
 from daemon.data.fingerprint import fingerprint
 from daemon.data.sources import GameSources
 from daemon.export.exporter import Exporter
-from daemon.export.job import run_export
+from daemon.export.job import ExportResult, run_export
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
 
 KEY = "square8_2p"
 QUICK = "no commit to any source since the export"
+
+
+def later() -> datetime:
+    """A clock past the file-time race window: the fingerprints just written are trusted."""
+    return datetime.now(UTC) + timedelta(seconds=1)
 
 
 def make_settings(tmp_path: Path, dbs: list[Path], name: str = "data") -> Settings:
@@ -65,6 +72,12 @@ def test_service_export_from_the_warm_poll_equals_a_fresh_export(tmp_path: Path)
         sources.close()
 
 
+def quick(s: Settings) -> ExportResult:
+    """A hit as a later fresh process sees it: a full-check hit notes the fingerprints, then quick."""
+    run_export(s, KEY, now=later())
+    return run_export(s, KEY, now=later())
+
+
 def test_fresh_process_hit_needs_no_snapshot_and_every_commit_misses(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     write_games(db, KEY, 40, seed=3, active_share=0.2)
@@ -73,25 +86,25 @@ def test_fresh_process_hit_needs_no_snapshot_and_every_commit_misses(tmp_path: P
     try:
         first = run_export(s, KEY)
         assert not first.cache_hit
-        hit = run_export(s, KEY)
+        hit = quick(s)
         assert hit.cache_hit and QUICK in hit.reason and hit.samples == first.samples
         assert hit.games == first.games and hit.skipped == first.skipped
 
         # A status update (no new row): the fingerprint moves, the full check finds the change.
         (gid,) = writer.execute("SELECT game_id FROM games WHERE game_status='active' LIMIT 1").fetchone()
         writer.execute("UPDATE games SET game_status='completed', winner=1 WHERE game_id=?", (gid,))
-        upd = run_export(s, KEY)
+        upd = run_export(s, KEY, now=later())
         assert not upd.cache_hit and "status update" in upd.reason and upd.games == first.games + 1
 
         # A commit that overwrites stale frames of a reset WAL without growing it.
         writer.execute("PRAGMA wal_checkpoint(RESTART)")
-        assert run_export(s, KEY).cache_hit  # a checkpoint alone: the full check, still a hit
+        assert QUICK in quick(s).reason  # a checkpoint alone: a full-check hit, then quick again
         size = (tmp_path / "g.db-wal").stat().st_size
-        before = fingerprint(db)
         (gid,) = writer.execute("SELECT game_id FROM games WHERE game_status='active' LIMIT 1").fetchone()
         writer.execute("UPDATE games SET game_status='completed', winner=2 WHERE game_id=?", (gid,))
         assert (tmp_path / "g.db-wal").stat().st_size == size  # the WAL did not grow
-        assert fingerprint(db) != before
+        # Now: the file times are inside the race window, so no fingerprint is trusted.
+        assert fingerprint(db, time.time_ns()) is None
         reset = run_export(s, KEY)
         assert not reset.cache_hit and reset.games == upd.games + 1
 
@@ -99,7 +112,7 @@ def test_fresh_process_hit_needs_no_snapshot_and_every_commit_misses(tmp_path: P
         insert_game(writer, GameFactory(KEY, 77).make("completed"))
         new = run_export(s, KEY)
         assert not new.cache_hit and new.games == reset.games + 1
-        assert QUICK in run_export(s, KEY).reason
+        assert QUICK in quick(s).reason
     finally:
         writer.close()
 
@@ -109,15 +122,13 @@ def test_quick_hit_misses_on_a_touched_output_or_forced(tmp_path: Path) -> None:
     write_games(db, KEY, 10, seed=4)
     s = make_settings(tmp_path, [db])
     first = run_export(s, KEY)
-    # The first export's reader left a -wal and -shm behind (no writer holds them): a full-check
-    # hit, which notes the fingerprints it proved current; every later hit is a quick one.
-    assert run_export(s, KEY).cache_hit
-    assert QUICK in run_export(s, KEY).reason
-    assert not run_export(s, KEY, force=True).cache_hit
+    assert QUICK in quick(s).reason
+    assert not run_export(s, KEY, force=True, now=later()).cache_hit
+    assert QUICK in run_export(s, KEY, now=later()).reason  # the forced export recorded trusted ones
     out = first.output
     out.write_bytes(out.read_bytes())  # same bytes, another mtime
-    assert not run_export(s, KEY).cache_hit
-    assert QUICK in run_export(s, KEY).reason
+    assert not run_export(s, KEY, now=later()).cache_hit
+    assert QUICK in run_export(s, KEY, now=later()).reason
     # Other export parameters (another encoder history): the quick check falls through.
     other = settings_from_mapping(
         {
