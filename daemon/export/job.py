@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import structlog
 
 from daemon.data.fingerprint import Fingerprint, fingerprints
@@ -27,6 +25,14 @@ from daemon.data.gamedb import Game, GameDB, GameDBError, SourceSnapshot
 from daemon.data.sources import expand, snapshot_readable
 from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import EncodedGame, Encoder, EncoderError, load_encoder
+from daemon.export.params import (
+    GAME_FILTER,
+    ExportError,
+    array_specs,
+    export_params,
+    feature_constant,
+    feature_layout,
+)
 from daemon.export.quick import quick_hit
 from daemon.export.rows import RowsError, check_encoded, row_arrays
 from daemon.export.segments import SegmentExport, Stored
@@ -34,26 +40,31 @@ from daemon.export.tiers import ExportSettings, exported_sources, get_export_set
 from daemon.export.workers import TASK_GAMES, Output, WorkerError, defects_of, parallel_segments, plan_tasks
 from daemon.keys import geometry, parse_config_key, validate_config_key
 from daemon.npz import format as fmt
-from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, LAYOUT_DENSE, LAYOUTS, ArraySpec
+from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, ArraySpec
 from daemon.npz.writer import ExportWriteError, NpzStreamWriter
 from daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
+__all__ = [
+    "GAME_FILTER",
+    "ExportError",
+    "ExportResult",
+    "array_specs",
+    "export_params",
+    "feature_constant",
+    "feature_layout",
+    "run_export",
+]
 
 # Games are encoded in blocks of about this many moves: one numpy pass per block
 # instead of one per game, while a block's arrays stay small (hexagonal: ~20 MB).
 BLOCK_MOVES = 4096
 BLOCK_GAMES = 256
-GAME_FILTER = "status in (completed, finished) and winner is not null; newest first"
 Progress = Callable[[int, int], None]
 # The game ids of one encoded block, its rows, and the source rows the reader could not use.
 Rows = tuple[list[str], EncodedGame, dict[str, int]]
 # Snapshots of the readable paths and the error of each other one (sources.snapshot_readable).
 Refresh = Callable[[Sequence[Path]], tuple[dict[str, SourceSnapshot], dict[str, GameDBError]]]
-
-
-class ExportError(Exception):
-    """An export that failed; the previous output and the cache are untouched."""
 
 
 @dataclass
@@ -83,39 +94,6 @@ class ExportResult:
             "seconds": round(self.seconds, 3),
             "reason": self.reason,
         }
-
-
-def feature_layout(encoder: Encoder) -> str:
-    layout = getattr(encoder, "feature_layout", LAYOUT_DENSE)
-    if layout not in LAYOUTS:
-        raise ExportError(f"encoder {encoder.name!r}: feature_layout must be one of {', '.join(LAYOUTS)}")
-    if layout == LAYOUT_CELLS and not callable(getattr(encoder, "feature_constant", None)):
-        raise ExportError(f"encoder {encoder.name!r}: the cells layout needs feature_constant(board)")
-    return str(layout)
-
-
-def array_specs(encoder: Encoder, board: str) -> dict[str, ArraySpec]:
-    return fmt.row_specs(
-        feature_layout(encoder), encoder.num_planes, encoder.num_globals, geometry(board).grid
-    )
-
-
-def export_params(encoder: Encoder, es: ExportSettings, history_length: int, spec: str) -> dict[str, Any]:
-    """Every parameter the output depends on (part of the cache key and stored in the NPZ)."""
-    return {
-        fmt.META_FORMAT_VERSION: FORMAT_VERSION,
-        "encoder": encoder.name,
-        "encoder_version": encoder.version,
-        "encoder_spec": spec,
-        "history_length": history_length,
-        "sample_every": es.sample_every,
-        "max_games": es.max_games,
-        "filters": GAME_FILTER,
-        fmt.META_NUM_PLANES: encoder.num_planes,
-        fmt.META_NUM_GLOBALS: encoder.num_globals,
-        fmt.META_FEATURE_LAYOUT: feature_layout(encoder),
-        fmt.META_POLICY_SIZE: encoder.policy_size(es.board_type),
-    }
 
 
 def _games(
@@ -163,19 +141,6 @@ def _serial_rows(games: Iterator[Game], encoder: Encoder, sample_every: int) -> 
             block, block_moves = [], 0
     if block and encode_games is not None:
         yield [g.game_id for g in block], encode_games(block, sample_every), defects_of(block)
-
-
-def feature_constant(encoder: Encoder, board: str) -> npt.NDArray[np.uint8]:
-    """The validated ``feature_constant`` planes of a ``cells`` encoder: uint8 0/1 (C, H, W)."""
-    g = geometry(board).grid
-    const = encoder.feature_constant(board)  # type: ignore[attr-defined]  # checked by feature_layout
-    shape = (encoder.num_planes, g, g)
-    if not isinstance(const, np.ndarray) or const.dtype != np.uint8 or const.shape != shape:
-        got = (getattr(const, "dtype", None), getattr(const, "shape", None))
-        raise ExportError(f"encoder {encoder.name!r}: feature_constant must be uint8 {shape}, got {got}")
-    if const.size and int(const.max()) > 1:
-        raise ExportError(f"encoder {encoder.name!r}: feature_constant planes must be 0/1")
-    return const
 
 
 def _export(
