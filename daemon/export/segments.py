@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
@@ -45,6 +46,9 @@ from daemon.npz.writer import NpzStreamWriter, Segment, fsync_dir
 log = structlog.get_logger(__name__)
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
+# More segments than this many per TASK_GAMES games (plus a floor): many small deltas piled up;
+# encode everything again into full-size segments (bounds the files an assembly opens).
+_COMPACT_FACTOR, _COMPACT_FLOOR = 2, 64
 # Parameters that change no game's rows (the window and the filter text) stay out of the key.
 _NOT_KEYED = ("max_games",)
 
@@ -140,6 +144,7 @@ class SegmentExport:
         self.params, self.specs = dict(params), dict(specs)
         self.store = store_dir(root, key, snap, params)
         self._new: list[Path] = []
+        self._lockf: Any = None
 
     def run(
         self,
@@ -154,6 +159,7 @@ class SegmentExport:
 
         ``output(path)``: where and under which checks a new segment is written.
         """
+        self._lock()
         cs = self.snap.configs[self.key]
         db = GameDB(self.path)
         listed = db.iter_game_keys(
@@ -162,6 +168,8 @@ class SegmentExport:
         rowids = [r for _, r in listed]  # ascending
         old = [] if rebuild else _load(self.store)
         kept = _kept(old, rowids)
+        if len(kept) > _COMPACT_FACTOR * len(rowids) // TASK_GAMES + _COMPACT_FLOOR:
+            kept = []
         covered = {
             r
             for s in kept
@@ -244,9 +252,10 @@ class SegmentExport:
                 with contextlib.suppress(FileNotFoundError):
                     f.unlink()
         for other in (self.root / self.key).iterdir():
-            if other != self.store:
+            if other != self.store and other.is_dir():
                 shutil.rmtree(other, ignore_errors=True)
         self._new = []
+        self._unlock()
 
     def abort(self) -> None:
         """A failed export: its new segment files go; the store is as it was."""
@@ -254,3 +263,15 @@ class SegmentExport:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self._new = []
+        self._unlock()
+
+    def _lock(self) -> None:
+        """One export of this config's store at a time (the service's and a CLI run, say)."""
+        (self.root / self.key).mkdir(parents=True, exist_ok=True)
+        self._lockf = open(self.root / self.key / ".lock", "a+b")  # noqa: SIM115 - closed in _unlock
+        fcntl.flock(self._lockf.fileno(), fcntl.LOCK_EX)
+
+    def _unlock(self) -> None:
+        lockf, self._lockf = self._lockf, None
+        if lockf is not None:
+            lockf.close()  # releases the flock

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
+from daemon.export import segments
 from daemon.export.job import run_export
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
@@ -46,7 +48,7 @@ def same_as_full(tmp: Path, db: Path, inc: Settings, tag: str) -> dict[str, obje
 
 
 def manifest(s: Settings) -> dict[str, object]:
-    (store,) = (s.training_dir / ".segments" / KEY).iterdir()
+    (store,) = [p for p in (s.training_dir / ".segments" / KEY).iterdir() if p.is_dir()]
     data: dict[str, object] = orjson.loads((store / "manifest.json").read_bytes())
     files = {p.name for p in store.iterdir()} - {"manifest.json"}
     assert files == {seg["file"] for seg in data["segments"]}  # type: ignore[attr-defined]  # nothing else kept
@@ -128,3 +130,19 @@ def test_segments_on_disk_are_bounded_by_the_output(tmp_path: Path) -> None:
     assert forced.samples == r.samples
     m2 = manifest(inc)
     assert not {s["file"] for s in m["segments"]} & {s["file"] for s in m2["segments"]}  # type: ignore[attr-defined]
+
+
+def test_many_small_segments_are_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "g.db"
+    write_games(db, KEY, 30, seed=5)
+    inc = make_settings(tmp_path / "inc", db, incremental=True, workers=1)
+    monkeypatch.setattr(segments, "_COMPACT_FLOOR", 1)  # at most 1 + 2 x 0 segments for < 128 games
+    writer = connect_writer(db)
+    try:
+        run_export(inc, KEY)
+        insert_game(writer, GameFactory(KEY, 3).make("completed"))
+        assert len(same_as_full(tmp_path, db, inc, "a")["segments"]) == 2  # type: ignore[arg-type]
+        insert_game(writer, GameFactory(KEY, 4).make("completed"))
+        assert len(same_as_full(tmp_path, db, inc, "b")["segments"]) == 1  # type: ignore[arg-type]
+    finally:
+        writer.close()
