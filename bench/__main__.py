@@ -23,14 +23,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.summaries_data import SUMMARIES as DATA_SUMMARIES
+
 BENCHES: tuple[str, ...] = (
     "gamedb_refresh",
+    "gamedb_refresh_1m",
     "decide_eval",
     "promotion_update",
     "locks_latency",
     "registry_register",
     "trainer_throughput",
     "export_throughput",
+    "export_cache_hit",
+    "export_incremental",
+    "export_rss",
     "service_idle",
     "service_scrape",
     "service_latency",
@@ -40,6 +46,9 @@ QUICK_ARGS: dict[str, list[str]] = {
     "locks_latency": ["--n", "400", "--clients", "4", "--failovers", "2"],
     "trainer_throughput": ["--games", "60", "--batch-sizes", "128", "--repeats", "2"],
     "export_throughput": ["--games", "600", "--hex-games", "600", "--rss-sizes", "300,1200"],
+    "gamedb_refresh_1m": ["--rounds", "10"],
+    "export_incremental": ["--rounds", "2"],
+    "export_rss": ["--games", "10000"],
 }
 DEFAULT_TIMEOUT = 900.0
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -414,6 +423,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "service_idle": _rows_service_idle,
     "service_scrape": _rows_service_scrape,
     "service_latency": _rows_service_latency,
+    **DATA_SUMMARIES,
 }
 
 

@@ -256,6 +256,9 @@ class ExportSection(_Section):
     # The NPZ's feature layout (DESIGN 6, 10); None: the encoder's own (the built-in one: cells).
     # dense: ``features`` uint8 (N, C, H, W) for trainers outside this project.
     feature_layout: Literal["cells", "packbits", "dense"] | None = None
+    # Keep encoded rows of finished games as segments and re-encode only new games
+    # (daemon.export.segments); False: every export encodes every game.
+    incremental: bool = True
 
 
 class TrainingSettings(_Section):

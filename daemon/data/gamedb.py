@@ -11,8 +11,12 @@ with the rows that are new since the last refresh, not with the database:
 * new games: ``rowid > watermark``;
 * status updates (``active`` -> ``completed``): only the rows still pending are
   re-read;
-* orphan moves: only move rows past the move watermark, plus the few candidates
-  still unresolved;
+* orphan moves: only move rows past the move watermark; when they all belong to the
+  games rows new in the same pass (one count along the game_id index), none is read;
+* pending games: the newest and a rotating slice of the older ones, a bounded batch;
+* the connection (its schema and page cache) is kept while the file identity holds:
+  a main file written after another connection's commit (a checkpoint) is SQLite's
+  to revalidate; written with no commit seen, it is reopened;
 * a replaced file: a new inode, or the watermark row no longer holding the same
   game, triggers one full rescan.
 """
@@ -60,7 +64,7 @@ from daemon.data.opening import (
     open_game_db,
     sidecar_problem,
 )
-from daemon.data.orphans import ORPHANS_BY_INDEX, orphan_config
+from daemon.data.orphans import ORPHANS_BY_INDEX, new_orphans, orphan_config
 from daemon.data.snapshot import ConfigSnapshot, SkipCounts, SourceSnapshot
 from daemon.data.usable import PENDING_STATUSES, classify, config_of, text
 
@@ -94,8 +98,10 @@ _CHUNK = 1000
 # usually stuck games of a crashed writer, in a rotating slice, so a refresh
 # stays bounded however many of them pile up. Each is rechecked at least once
 # every ceil(old / _PENDING_SLICE) refreshes.
-_PENDING_RECENT = 500
-_PENDING_SLICE = 1000
+# Bounded so a refresh after new games stays a few milliseconds on a 1M-game file (each
+# recheck is a random page read; a writer's commit empties the reader's page cache).
+_PENDING_RECENT = 200
+_PENDING_SLICE = 200
 
 
 class GameDB:
@@ -219,17 +225,27 @@ class GameDB:
             self._close_locked()
             self._reset()
         stat_key = (st.st_size, st.st_mtime_ns)
+        dv = None
         if self._conn is not None and self._stat is not None and stat_key != self._stat:
-            # The main file was written (a checkpoint, a rollback-mode commit, or a copy
-            # over it in place, which a WAL reader's page cache would not notice): reconnect.
-            self._close_locked()
+            # The main file was written. After another connection's commit (a checkpoint, a
+            # rollback-mode commit) SQLite itself revalidates the page cache: keep the
+            # connection. Written with no commit seen (a copy over it in place, which a WAL
+            # reader's page cache would not notice): reconnect.
+            try:
+                dv = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:  # its cached view no longer fits the file: other bytes
+                dv = self._data_version
+            if dv == self._data_version:
+                self._close_locked()
         if self._conn is None:
             # First open, a new file, or reconnecting (counts kept: the content check
             # below catches a file rewritten in the meantime).
             self._open_locked()
+            dv = None
         conn = self._conn
         assert conn is not None
-        dv = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if dv is None:
+            dv = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if (
             dv == self._data_version
             and stat_key == self._stat
@@ -246,9 +262,10 @@ class GameDB:
                 identity = self._identity
                 self._reset()
                 self._identity = identity
+            games_from = self._watermark
             self._scan_new_games(conn)
             self._recheck_pending(conn)
-            self._scan_orphans(conn)
+            self._scan_orphans(conn, games_from)
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -331,7 +348,7 @@ class GameDB:
             for rowid in set(chunk) - seen:  # deleted while pending
                 self._bump(self._pending.pop(rowid), "active", -1)
 
-    def _scan_orphans(self, conn: sqlite3.Connection) -> None:
+    def _scan_orphans(self, conn: sqlite3.Connection, games_from: int) -> None:
         """Games with moves but no ``games`` row, among the move rows added since the last pass."""
         top = conn.execute("SELECT max(rowid) FROM game_moves").fetchone()[0] or 0
         if top <= self._moves_watermark:
@@ -342,15 +359,13 @@ class GameDB:
             # First pass: hop from game to game along the game_id index (one seek per
             # game) instead of reading every move row; the transaction bounds it at `top`.
             rows = conn.execute(ORPHANS_BY_INDEX)
-        else:  # DISTINCT first, then one games lookup per game (not per move row).
-            rows = conn.execute(
-                "SELECT gid FROM (SELECT DISTINCT game_id AS gid FROM game_moves"
-                " WHERE rowid > ? AND rowid <= ?)"
-                " WHERE NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = gid)",
-                (self._moves_watermark, top),
+            new_ids = [gid for (gid,) in rows]
+        else:  # only the new rowid range, hopping game to game when the index allows
+            assert self._schema is not None
+            new_ids = new_orphans(
+                conn, (self._moves_watermark, top), (games_from, self._watermark), self._schema.moves_by_game
             )
         assert self._schema is not None
-        new_ids = [gid for (gid,) in rows]
         for gid in new_ids:
             if gid not in self._orphans:
                 key = orphan_config(conn, self._schema.tables, gid)

@@ -22,6 +22,38 @@ ORPHANS_BY_INDEX = (
     " AND NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = ids.gid)"
 )
 
+# Move rows new since the last pass, (:lo, :hi], that belong to a games row new since the last
+# pass, (:glo, :ghi], counted along the game_id index (no move row read). When they are all of
+# the rowids in the range, no new move row is an orphan.
+NEW_MOVES_OF_NEW_GAMES = (
+    "SELECT count(*) FROM game_moves WHERE game_id IN"
+    " (SELECT game_id FROM games WHERE rowid > :glo AND rowid <= :ghi)"
+    " AND rowid > :lo AND rowid <= :hi"
+)
+# DISTINCT first, then one games lookup per game (not per move row).
+NEW_MOVES_BY_SCAN = (
+    "SELECT gid FROM (SELECT DISTINCT game_id AS gid FROM game_moves WHERE rowid > ? AND rowid <= ?)"
+    " WHERE NOT EXISTS (SELECT 1 FROM games g WHERE g.game_id = gid)"
+)
+
+
+def new_orphans(
+    conn: sqlite3.Connection, moves: tuple[int, int], games: tuple[int, int], by_index: bool
+) -> list[Any]:
+    """game_ids (as read) of move rows in the rowid range ``moves`` that have no ``games`` row.
+
+    ``games``: the rowid range of the games rows new in the same pass. Usually every new move
+    row is a new game's (a writer inserts a game with its moves): with an index leading with
+    ``game_moves.game_id`` that is proved by one count over the index, and no move row is read.
+    Otherwise (moves of older games, gaps from deleted rows, no index) the range is scanned.
+    """
+    lo, hi = moves
+    if by_index and games[1] > games[0]:
+        args = {"lo": lo, "hi": hi, "glo": games[0], "ghi": games[1]}
+        if conn.execute(NEW_MOVES_OF_NEW_GAMES, args).fetchone()[0] == hi - lo:
+            return []
+    return [gid for (gid,) in conn.execute(NEW_MOVES_BY_SCAN, (lo, hi))]
+
 
 def leads_an_index(conn: sqlite3.Connection, table: str, column: str) -> bool:
     """Whether some index of ``table`` starts with ``column`` (so seeks by it are cheap)."""

@@ -113,6 +113,31 @@ class GameSources:
         self.last = PollResult(sources=sources, configs=self._totals(sources))
         return self.last
 
+    def snapshot_readable(
+        self, paths: Sequence[Path]
+    ) -> tuple[dict[str, SourceSnapshot], dict[str, GameDBError]]:
+        """:func:`snapshot_readable` from the warm databases the poll holds (the export's snapshot).
+
+        A held database refreshes incrementally (its cost is the rows new since the last
+        poll, and its connection keeps its page cache); a path the poll does not hold yet
+        gets a one-off full scan. Raises the first error when no path is readable.
+        """
+        snaps: dict[str, SourceSnapshot] = {}
+        failed: dict[str, GameDBError] = {}
+        for path in paths:
+            held = self._dbs.get(Path(path))
+            db = held if held is not None else GameDB(Path(path), busy_timeout=self.busy_timeout)
+            try:
+                snaps[str(db.path)] = db.refresh()  # serialised with the poll by the db's lock
+            except GameDBError as e:
+                failed[str(db.path)] = e
+            finally:
+                if held is None:
+                    db.close()
+        if failed and not snaps:
+            raise next(iter(failed.values()))
+        return snaps, failed
+
     def _track(self, path: str, snap: SourceSnapshot) -> None:
         if snap.ok and snap.warnings != self._warned.get(path, ()):
             # Readable but worth telling (a schema newer than this reader knows): once per change.

@@ -240,8 +240,13 @@ class ExportCache:
         skipped: Mapping[str, int] | None = None,
         sha256: str | None = None,
         now: datetime | None = None,
+        fingerprints: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record a finished export of exactly ``snapshots`` (taken before it started)."""
+        """Record a finished export of exactly ``snapshots`` (taken before it started).
+
+        ``fingerprints``: the sources' commit fingerprints taken before those snapshots
+        (:mod:`daemon.export.quick`); None records none (the quick check then always misses).
+        """
         config_key = make_config_key(board_type, num_players)
         output = Path(output_path)
         entry = {
@@ -254,6 +259,7 @@ class ExportCache:
             "games": games,
             "skipped": dict(skipped or {}),
             "recorded_at": (now or datetime.now(UTC)).isoformat(),
+            "fingerprints": dict(fingerprints) if fingerprints is not None else None,
         }
         with self._locked():
             entries, problem = self.load()
@@ -262,6 +268,21 @@ class ExportCache:
             entries[self.key(config_key, output)] = entry
             self._write({"format": CACHE_FORMAT, "entries": entries})
         return entry
+
+    def note_fingerprints(
+        self, config_key: str, output_path: Path, seen: Mapping[str, Any], fingerprints: Mapping[str, Any]
+    ) -> None:
+        """After a full-check hit on entry ``seen``: keep ``fingerprints`` (taken before that check).
+
+        Only while the entry is still ``seen`` (another export may have recorded a newer one).
+        """
+        with self._locked():
+            entries, _ = self.load()
+            entry = entries.get(self.key(config_key, output_path))
+            if not isinstance(entry, dict) or any(entry.get(k) != seen.get(k) for k in ("sources", "output")):
+                return
+            entry["fingerprints"] = dict(fingerprints)
+            self._write({"format": CACHE_FORMAT, "entries": entries})
 
     def forget(self, config_key: str, output_path: Path) -> None:
         with self._locked():

@@ -18,38 +18,55 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import structlog
 
+from daemon.data.fingerprint import Fingerprint, fingerprints
 from daemon.data.gamedb import Game, GameDB, GameDBError, SourceSnapshot
 from daemon.data.sources import expand, snapshot_readable
 from daemon.export.cache import ExportCache, sources_record
 from daemon.export.encoder import EncodedGame, Encoder, EncoderError, load_encoder
+from daemon.export.params import (
+    GAME_FILTER,
+    ExportError,
+    array_specs,
+    export_params,
+    feature_constant,
+    feature_layout,
+    output_layout,
+)
+from daemon.export.quick import quick_hit
 from daemon.export.rows import RowsError, check_encoded, row_arrays
+from daemon.export.segments import SegmentExport, Stored
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
 from daemon.export.workers import TASK_GAMES, Output, WorkerError, defects_of, parallel_segments, plan_tasks
 from daemon.keys import geometry, parse_config_key, validate_config_key
 from daemon.npz import format as fmt
 from daemon.npz.dense import LayoutError, rewrite_layout
-from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, LAYOUT_DENSE, LAYOUTS, ArraySpec
+from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, ArraySpec
 from daemon.npz.writer import ExportWriteError, NpzStreamWriter
 from daemon.settings import Settings
 
 log = structlog.get_logger(__name__)
+__all__ = [
+    "GAME_FILTER",
+    "ExportError",
+    "ExportResult",
+    "array_specs",
+    "export_params",
+    "feature_constant",
+    "feature_layout",
+    "run_export",
+]
 
 # Games are encoded in blocks of about this many moves: one numpy pass per block
 # instead of one per game, while a block's arrays stay small (hexagonal: ~20 MB).
 BLOCK_MOVES = 4096
 BLOCK_GAMES = 256
-GAME_FILTER = "status in (completed, finished) and winner is not null; newest first"
 Progress = Callable[[int, int], None]
 # The game ids of one encoded block, its rows, and the source rows the reader could not use.
 Rows = tuple[list[str], EncodedGame, dict[str, int]]
-
-
-class ExportError(Exception):
-    """An export that failed; the previous output and the cache are untouched."""
+# Snapshots of the readable paths and the error of each other one (sources.snapshot_readable).
+Refresh = Callable[[Sequence[Path]], tuple[dict[str, SourceSnapshot], dict[str, GameDBError]]]
 
 
 @dataclass
@@ -79,46 +96,6 @@ class ExportResult:
             "seconds": round(self.seconds, 3),
             "reason": self.reason,
         }
-
-
-def feature_layout(encoder: Encoder) -> str:
-    layout = getattr(encoder, "feature_layout", LAYOUT_DENSE)
-    if layout not in LAYOUTS:
-        raise ExportError(f"encoder {encoder.name!r}: feature_layout must be one of {', '.join(LAYOUTS)}")
-    if layout == LAYOUT_CELLS and not callable(getattr(encoder, "feature_constant", None)):
-        raise ExportError(f"encoder {encoder.name!r}: the cells layout needs feature_constant(board)")
-    return str(layout)
-
-
-def array_specs(encoder: Encoder, board: str) -> dict[str, ArraySpec]:
-    return fmt.row_specs(
-        feature_layout(encoder), encoder.num_planes, encoder.num_globals, geometry(board).grid
-    )
-
-
-def output_layout(encoder: Encoder, wanted: str | None) -> str:
-    """The file's layout: ``export.feature_layout`` when set, else the encoder's own."""
-    return wanted or feature_layout(encoder)
-
-
-def export_params(
-    encoder: Encoder, es: ExportSettings, history_length: int, spec: str, layout: str | None = None
-) -> dict[str, Any]:
-    """Every parameter the output depends on (part of the cache key and stored in the NPZ)."""
-    return {
-        fmt.META_FORMAT_VERSION: FORMAT_VERSION,
-        "encoder": encoder.name,
-        "encoder_version": encoder.version,
-        "encoder_spec": spec,
-        "history_length": history_length,
-        "sample_every": es.sample_every,
-        "max_games": es.max_games,
-        "filters": GAME_FILTER,
-        fmt.META_NUM_PLANES: encoder.num_planes,
-        fmt.META_NUM_GLOBALS: encoder.num_globals,
-        fmt.META_FEATURE_LAYOUT: output_layout(encoder, layout),
-        fmt.META_POLICY_SIZE: encoder.policy_size(es.board_type),
-    }
 
 
 def _games(
@@ -168,19 +145,6 @@ def _serial_rows(games: Iterator[Game], encoder: Encoder, sample_every: int) -> 
         yield [g.game_id for g in block], encode_games(block, sample_every), defects_of(block)
 
 
-def feature_constant(encoder: Encoder, board: str) -> npt.NDArray[np.uint8]:
-    """The validated ``feature_constant`` planes of a ``cells`` encoder: uint8 0/1 (C, H, W)."""
-    g = geometry(board).grid
-    const = encoder.feature_constant(board)  # type: ignore[attr-defined]  # checked by feature_layout
-    shape = (encoder.num_planes, g, g)
-    if not isinstance(const, np.ndarray) or const.dtype != np.uint8 or const.shape != shape:
-        got = (getattr(const, "dtype", None), getattr(const, "shape", None))
-        raise ExportError(f"encoder {encoder.name!r}: feature_constant must be uint8 {shape}, got {got}")
-    if const.size and int(const.max()) > 1:
-        raise ExportError(f"encoder {encoder.name!r}: feature_constant planes must be 0/1")
-    return const
-
-
 def _export(
     db_paths: Sequence[Path],
     snapshots: Mapping[str, SourceSnapshot],
@@ -194,6 +158,8 @@ def _export(
     progress: Progress | None,
     now: datetime,
     workers: int = 1,
+    segments_root: Path | None = None,
+    rebuild: bool = False,
 ) -> tuple[int, int, dict[str, int], int, str]:
     board, n = parse_config_key(key)
     specs = array_specs(encoder, board)
@@ -226,8 +192,16 @@ def _export(
             reported = games
             progress(games, target)
 
+    seg = _segment_export(segments_root, db_paths, snapshots, key, params, specs, total, es.max_games)
+
+    def seg_out(path: str) -> Output:
+        return Output(path, tuple(specs.items()), policy_size, grid * grid)
+
+    stored: list[Stored] = []
     try:
-        if workers > 1 and target >= workers * TASK_GAMES:  # else starting workers costs more than it saves
+        if seg is not None:  # every game of one source: reuse the encoded segments
+            stored = seg.run(writer, seg_out, workers=workers, rebuild=rebuild, tally=tally)
+        elif workers > 1 and target >= workers * TASK_GAMES:  # else starting workers costs more than it saves
             tasks = plan_tasks(
                 db_paths,
                 snapshots,
@@ -275,10 +249,60 @@ def _export(
             fmt.META_FORMAT_VERSION: FORMAT_VERSION,
         }
         size, digest = writer.finish(meta, constants)
+        if seg is not None:
+            seg.commit(stored)
     except BaseException:
         writer.abort()
+        if seg is not None:
+            seg.abort()
         raise
     return games, writer.rows, skipped, size, digest
+
+
+def _segment_export(
+    root: Path | None,
+    db_paths: Sequence[Path],
+    snapshots: Mapping[str, SourceSnapshot],
+    key: str,
+    params: dict[str, Any],
+    specs: dict[str, ArraySpec],
+    total: int,
+    max_games: int | None,
+) -> SegmentExport | None:
+    """The incremental export when it gives exactly the full export's rows, else None."""
+    sources = exported_sources(db_paths, snapshots, key)
+    if root is None or len(sources) != 1 or (max_games is not None and total > max_games):
+        return None
+    path = sources[0][0]
+    return SegmentExport(root, path, snapshots[str(path)], key, params, specs)
+
+
+def _hit(
+    key: str,
+    out: Path,
+    e: dict[str, Any],
+    es: ExportSettings,
+    t0: float,
+    reason: str,
+    record: dict[str, Any] | None = None,
+) -> ExportResult:
+    """The result of a cache hit: what the recorded export holds."""
+    result = ExportResult(
+        key,
+        True,
+        int(e.get("games", 0)),
+        int(e["samples"]),
+        dict(e.get("skipped", {})),
+        out,
+        int(e["output"]["size"]),
+        time.monotonic() - t0,
+        reason,
+        es,
+        record if record is not None else dict(e["sources"]),
+        e["output"].get("sha256"),
+    )
+    log.info("export.cache_hit", config=key, output=str(out), samples=result.samples, reason=reason)
+    return result
 
 
 def run_export(
@@ -290,9 +314,15 @@ def run_export(
     progress: Progress | None = None,
     db_paths: Sequence[Path] | None = None,
     snapshots: Mapping[str, SourceSnapshot] | None = None,
+    refresh: Refresh | None = None,
     now: datetime | None = None,
 ) -> ExportResult:
-    """Export ``config_key`` unless the cache says nothing changed. Raises on failure (nothing replaced)."""
+    """Export ``config_key`` unless the cache says nothing changed. Raises on failure (nothing replaced).
+
+    ``refresh`` (the service's warm sources) takes the snapshots of the configured sources
+    instead of a fresh full scan. Unless ``snapshots`` are given, a cache hit is first checked
+    by commit fingerprints alone (:mod:`daemon.export.quick`): no game is read.
+    """
     key = validate_config_key(config_key)
     board, n = parse_config_key(key)
     paths = [Path(p).absolute() for p in (db_paths if db_paths is not None else expand(settings.game_dbs))]
@@ -300,46 +330,42 @@ def run_export(
     t0 = time.monotonic()
     try:
         encoder = load_encoder(settings.export.encoder, settings.export.history_length)
+        hist, spec = settings.export.history_length, settings.export.encoder
+        layout = settings.export.feature_layout  # None: the encoder's own
+        cache = ExportCache(settings.training_dir / ".export_cache.json")
         unreadable: list[str] = []
+        # Before any snapshot: a commit after this point makes the next quick check miss.
+        fps: dict[str, Fingerprint | None] | None = None
+        if snapshots is None:
+            fps = fingerprints(paths, int((now or datetime.now(UTC)).timestamp() * 1e9))
+            hit = (
+                None
+                if force
+                else quick_hit(
+                    cache, key, out, board, n, fps, lambda es: export_params(encoder, es, hist, spec, layout)
+                )
+            )
+            if hit is not None:
+                reason = "cache hit: no commit to any source since the export"
+                return _hit(key, out, hit[0], hit[1], t0, reason)
         if snapshots is not None:
             snaps = dict(snapshots)
         elif db_paths is None:  # the configured sources: a broken one must not stop the others
-            snaps, failed = snapshot_readable(paths)
+            snaps, failed = (refresh or snapshot_readable)(paths)
             for path, err in failed.items():
                 log.warning("export.source_skipped", config=key, source=path, reason=str(err), kind=err.kind)
             paths, unreadable = [p for p in paths if str(p) in snaps], list(failed)
         else:  # sources named by the caller: each must be readable
             snaps = take_snapshots(paths)  # BEFORE exporting
         es = get_export_settings(paths, board, n, snapshots=snaps)
-        layout = settings.export.feature_layout
-        params = export_params(encoder, es, settings.export.history_length, settings.export.encoder, layout)
-        cache = ExportCache(settings.training_dir / ".export_cache.json")
+        params = export_params(encoder, es, hist, spec, layout)
         decision = cache.needs_export(paths, out, board, n, force, params=params, snapshots=snaps)
         record = sources_record(snaps, key)
         if not decision.needed and decision.entry is not None:
-            e = decision.entry
-            result = ExportResult(
-                key,
-                True,
-                int(e.get("games", 0)),
-                int(e["samples"]),
-                dict(e.get("skipped", {})),
-                out,
-                int(e["output"]["size"]),
-                time.monotonic() - t0,
-                decision.reason,
-                es,
-                record,
-                e["output"].get("sha256"),
-            )
-            log.info(
-                "export.cache_hit",
-                config=key,
-                output=str(out),
-                samples=result.samples,
-                reason=decision.reason,
-            )
-            return result
+            if fps is not None and not unreadable and all(fps.values()):
+                # The full check proved these fingerprints current: the next hit is a quick one.
+                cache.note_fingerprints(key, out, decision.entry, fps)
+            return _hit(key, out, decision.entry, es, t0, decision.reason, record)
         log.info(
             "export.started",
             config=key,
@@ -362,6 +388,8 @@ def run_export(
             progress=progress,
             now=now or datetime.now(UTC),
             workers=settings.export.workers,
+            segments_root=settings.training_dir / ".segments" if settings.export.incremental else None,
+            rebuild=force,
         )
         final = output_layout(encoder, layout)
         if final != feature_layout(encoder):  # e.g. dense for trainers outside this project
@@ -380,6 +408,7 @@ def run_export(
             skipped=skipped,
             sha256=digest,
             now=now,
+            fingerprints=None if unreadable else fps,
         )
     except Exception as e:  # any failure (source, encoder plug-in, disk): logged, nothing replaced
         log.error(

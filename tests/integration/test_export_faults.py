@@ -46,6 +46,9 @@ elif cfg["mode"] == "kill_in_zip":
         print("WRITING", flush=True)
         time.sleep(60)
     writer.shutil.copyfileobj = slow_copy
+    def slow_exact(src, dst, size, what):  # the copy of adopted segments (incremental export)
+        slow_copy(src, dst)
+    writer._copy_exactly = slow_exact
 try:
     job.run_export(settings, cfg["key"], progress=progress)
 except job.ExportError as e:

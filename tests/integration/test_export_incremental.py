@@ -1,0 +1,148 @@
+"""Incremental export (segments) gives exactly the rows of a full export, through every change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from daemon.export import segments
+from daemon.export.job import run_export
+from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
+from daemon.settings import Settings, settings_from_mapping
+
+KEY = "square8_2p"
+
+
+def make_settings(data: Path, db: Path, *, incremental: bool, workers: int = 2) -> Settings:
+    return settings_from_mapping(
+        {
+            "data_dir": str(data),
+            "game_dbs": [str(db)],
+            "configs": [KEY],
+            "export": {"min_free_bytes": 0, "workers": workers, "incremental": incremental},
+        }
+    )
+
+
+def rows(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if z[k].dtype.kind != "U"}  # metadata members are strings
+
+
+def same_as_full(tmp: Path, db: Path, inc: Settings, tag: str) -> dict[str, object]:
+    """Export incrementally and fully (another data dir); the rows must be identical."""
+    got = run_export(inc, KEY)
+    full = run_export(make_settings(tmp / f"full-{tag}", db, incremental=False), KEY, force=True)
+    assert not got.cache_hit
+    assert (got.games, got.samples, got.skipped) == (full.games, full.samples, full.skipped)
+    a, b = rows(got.output), rows(full.output)
+    assert a.keys() == b.keys()
+    for k in b:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    return manifest(inc)
+
+
+def manifest(s: Settings) -> dict[str, object]:
+    (store,) = [p for p in (s.training_dir / ".segments" / KEY).iterdir() if p.is_dir()]
+    data: dict[str, object] = orjson.loads((store / "manifest.json").read_bytes())
+    files = {p.name for p in store.iterdir()} - {"manifest.json"}
+    assert files == {seg["file"] for seg in data["segments"]}  # type: ignore[attr-defined]  # nothing else kept
+    data["store"] = store
+    return data
+
+
+def encoded(caplog_text: str) -> list[int]:
+    return [
+        int(x.split("encoded_games=")[1].split()[0])
+        for x in caplog_text.splitlines()
+        if "export.segments" in x
+    ]
+
+
+def test_incremental_equals_full_through_appends_updates_and_replacement(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    write_games(db, KEY, 300, seed=1, active_share=0.1)
+    inc = make_settings(tmp_path / "inc", db, incremental=True)
+    first = same_as_full(tmp_path, db, inc, "0")
+    segs0 = first["segments"]
+    assert sum(s["games"] for s in segs0) == run_export(inc, KEY).games  # type: ignore[attr-defined]
+
+    writer = connect_writer(db)
+    try:
+        factory = GameFactory(KEY, 50)
+        for _ in range(15):  # +5%
+            insert_game(writer, factory.make("completed"))
+        second = same_as_full(tmp_path, db, inc, "1")
+        old = {s["file"] for s in segs0}  # type: ignore[attr-defined]
+        new = [s for s in second["segments"] if s["file"] not in old]  # type: ignore[attr-defined]
+        assert sum(s["count"] for s in new) == 15  # only the new games were encoded
+        assert len(second["segments"]) == len(segs0) + len(new)  # type: ignore[arg-type]
+
+        # A status update inside encoded ranges: the segments holding those rowids are rebuilt.
+        pending = [
+            r for (r,) in writer.execute("SELECT rowid FROM games WHERE game_status='active' ORDER BY rowid")
+        ]
+        assert len(pending) >= 2
+        for r in pending[:2]:
+            writer.execute("UPDATE games SET game_status='completed', winner=1 WHERE rowid=?", (r,))
+        third = same_as_full(tmp_path, db, inc, "2")
+        kept = {s["file"] for s in second["segments"]} & {s["file"] for s in third["segments"]}  # type: ignore[attr-defined]
+        assert 0 < len(kept) < len(second["segments"])  # type: ignore[arg-type]
+    finally:
+        writer.close()
+
+    # The source replaced by another file: a new store, the old one removed.
+    other = tmp_path / "other.db"
+    write_games(other, KEY, 140, seed=7)
+    tmp = tmp_path / "incoming.db"
+    shutil.copyfile(other, tmp)
+    os.replace(tmp, db)
+    fourth = same_as_full(tmp_path, db, inc, "3")
+    assert fourth["store"] != third["store"] and not Path(str(third["store"])).exists()
+
+
+def test_segments_on_disk_are_bounded_by_the_output(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    write_games(db, KEY, 60, seed=2)
+    inc = make_settings(tmp_path / "inc", db, incremental=True, workers=1)
+    writer = connect_writer(db)
+    try:
+        factory = GameFactory(KEY, 9)
+        for _ in range(4):
+            r = run_export(inc, KEY)
+            for _ in range(3):
+                insert_game(writer, factory.make("completed"))
+        r = run_export(inc, KEY)
+    finally:
+        writer.close()
+    m = manifest(inc)
+    store = Path(str(m["store"]))
+    on_disk = sum(p.stat().st_size for p in store.iterdir() if p.name != "manifest.json")
+    assert sum(s["rows"] for s in m["segments"]) == r.samples  # type: ignore[attr-defined]
+    assert on_disk < r.bytes  # the rows of the output, no more
+    # Forced: every game encoded again, one store, the old segment files gone.
+    forced = run_export(inc, KEY, force=True)
+    assert forced.samples == r.samples
+    m2 = manifest(inc)
+    assert not {s["file"] for s in m["segments"]} & {s["file"] for s in m2["segments"]}  # type: ignore[attr-defined]
+
+
+def test_many_small_segments_are_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "g.db"
+    write_games(db, KEY, 30, seed=5)
+    inc = make_settings(tmp_path / "inc", db, incremental=True, workers=1)
+    monkeypatch.setattr(segments, "_COMPACT_FLOOR", 1)  # at most 1 + 2 x 0 segments for < 128 games
+    writer = connect_writer(db)
+    try:
+        run_export(inc, KEY)
+        insert_game(writer, GameFactory(KEY, 3).make("completed"))
+        assert len(same_as_full(tmp_path, db, inc, "a")["segments"]) == 2  # type: ignore[arg-type]
+        insert_game(writer, GameFactory(KEY, 4).make("completed"))
+        assert len(same_as_full(tmp_path, db, inc, "b")["segments"]) == 1  # type: ignore[arg-type]
+    finally:
+        writer.close()
