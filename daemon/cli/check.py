@@ -149,7 +149,7 @@ def check_registry(settings: Settings) -> CheckResult:
             where = reg.describe()
         finally:
             reg.close()
-    except (RegistryError, OSError) as e:  # OSError: an unreadable password_file
+    except (RegistryError, SettingsError, OSError) as e:  # an unreadable password_file too
         return CheckResult("registry", False, str(e))
     return CheckResult(
         "registry", True, f"{where['url']} schema v{where['schema_version']}, objects in {where['store']}"
