@@ -156,7 +156,7 @@ class Service:
                 if isinstance(lease, str):
                     d.reason = f"{lease}; {d.reason}"
                     continue
-                again = await self.evaluator.still_due(d.key, datetime.now(UTC), set(self.tasks))
+                again = await self.evaluator.still_due(d.key, now, set(self.tasks))  # time is an argument
                 if not again.should_train:  # trained elsewhere since this tick's read
                     await self.pipeline.release(lease)
                     decisions[d.key] = again

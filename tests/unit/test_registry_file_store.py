@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -137,3 +139,21 @@ def test_fetch_is_atomic_and_verified(tmp_path: Path) -> None:
     with pytest.raises(ObjectDamaged, match="missing"):
         store.fetch(staged.digest, staged.size, dest)
     assert dest.read_bytes() == data and sorted(p.name for p in dest.parent.iterdir()) == ["model.pt"]
+
+
+def test_a_dead_local_writers_temp_file_goes_at_once(tmp_path: Path) -> None:
+    # kill -9 mid-copy: on restart the file must not wait the whole grace (an hour).
+    store = FileObjectStore(str(tmp_path / "objects"))
+    store.open()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(proc.stdout)  # exited: no process has this pid now (reuse aside)
+    host = socket.gethostname()
+    dead = store.dir / f"{TMP_PREFIX}{host}-{dead_pid}-abc.pt"
+    live = store.dir / f"{TMP_PREFIX}{host}-{os.getppid()}-def.pt"  # a live process of this host
+    remote = store.dir / f"{TMP_PREFIX}otherhost-{dead_pid}-ghi.pt"  # maybe alive over there
+    for p in (dead, live, remote):
+        p.write_bytes(b"partial")
+    assert store.sweep_temp(time.time() - 3600) == [str(dead)]
+    assert live.exists() and remote.exists()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,14 +167,31 @@ class FileObjectStore:
             os.close(fd)
 
     def sweep_temp(self, older_than: float) -> list[str]:
-        """Remove temp files last written before ``older_than`` (epoch seconds): dead writers' leftovers."""
+        """Remove dead writers' temp files: those last written before ``older_than`` (epoch
+        seconds), and at once those this host wrote from a process that no longer exists (a
+        ``kill -9`` mid-copy must not leave its temp file for the whole grace)."""
         removed: list[str] = []
         for p in sorted(self.dir.glob(f"{TMP_PREFIX}*")):
             try:
-                if p.stat().st_mtime >= older_than:
+                if p.stat().st_mtime >= older_than and not _dead_local_writer(p.name):
                     continue
                 p.unlink()
             except FileNotFoundError:
                 continue  # another sweeper (or its writer) got there first
             removed.append(str(p))
         return removed
+
+
+def _dead_local_writer(name: str) -> bool:
+    """``.tmp-<host>-<pid>-<uuid>.pt`` written on this host by a pid that is gone. Host names are
+    unique per node (and per pod); a pid reused since is taken as alive (the file waits the grace)."""
+    try:
+        host, pid, _ = name[len(TMP_PREFIX) :].rsplit("-", 2)
+        if host != socket.gethostname().replace("/", "_") or int(pid) == os.getpid():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):  # not our name pattern, or someone else's live pid
+        return False
+    return False
