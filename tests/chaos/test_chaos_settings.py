@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +31,19 @@ PEAK_RSS_MB = 400  # the CLI with pydantic loaded is about 80 MB; the alias bomb
 HANG_GUARD = 300.0  # wall-clock only to stop a hung child (the FIFO); never the thing asserted
 
 
+# A fork of this (large) pytest process would start with its peak RSS: Linux carries the
+# pre-exec high-water mark into the child's ru_maxrss. A small interpreter spawns the CLI
+# (posix_spawn: nothing of pytest's memory) and reports the CLI's own rusage.
+SPAWN = r"""
+import json, os, sys
+pid = os.posix_spawn(sys.executable, [sys.executable, *sys.argv[2:]], os.environ)
+_, status, u = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"status": status, "cpu": u.ru_utime + u.ru_stime, "maxrss": u.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
+
 @dataclass
 class Outcome:
     rc: int
@@ -41,38 +54,37 @@ class Outcome:
 
 
 def _cli(args: list[str], tmp: Path, env: dict[str, str] | None = None) -> Outcome:
-    out, err = tmp / "cli.out", tmp / "cli.err"
+    out, err, usage = tmp / "cli.out", tmp / "cli.err", tmp / "cli.rusage.json"
+    usage.unlink(missing_ok=True)
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", *args],
+            [sys.executable, "-c", SPAWN, str(usage), "-m", "daemon", *args],
             stdout=o,
             stderr=e,
             stdin=subprocess.DEVNULL,
             env={**child_environ(), **(env or {})},
             cwd=tmp,
+            start_new_session=True,  # the guard below ends the spawner and the CLI together
         )
     try:
-        _, status, usage = _wait4(proc, HANG_GUARD)
+        _wait(proc, HANG_GUARD)
     finally:
-        if proc.returncode is None and proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    u = json.loads(usage.read_text())
     return Outcome(
-        os.waitstatus_to_exitcode(status),
+        os.waitstatus_to_exitcode(u["status"]),
         out.read_text(errors="replace"),
         err.read_text(errors="replace"),
-        usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss / 1024,
+        u["cpu"],
+        u["maxrss"] / 1024,
     )
 
 
-def _wait4(proc: subprocess.Popen[bytes], guard: float) -> tuple[int, int, resource.struct_rusage]:
+def _wait(proc: subprocess.Popen[bytes], guard: float) -> None:
     deadline = time.monotonic() + guard
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return pid, status, usage
+    while proc.poll() is None:
         if time.monotonic() > deadline:
             raise AssertionError(f"the CLI did not exit within {guard:.0f}s (hung on the settings file)")
         time.sleep(0.05)
