@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from daemon.pipeline import Lease, PipelineResult
 from daemon.service.app import App, build_app
 from daemon.service.http import HttpServer
+from daemon.service.instance import InstanceLock
 from daemon.service.notify import SystemdNotifier, Watchdog
 from daemon.service.recovery import recover
 from daemon.settings import Settings
@@ -227,6 +228,16 @@ async def run_service(
     settings: Settings, *, once: bool = False, demo: bool = False, environ: dict[str, str] | None = None
 ) -> int:
     env = dict(environ or {})
+    # Before anything that reads or writes the state: recovery would end a live service's runs.
+    instance = InstanceLock(settings.state_dir)
+    instance.acquire()  # InstanceLockedError: the CLI prints it and exits EXIT_ALREADY_RUNNING
+    try:
+        return await _run_locked(settings, once=once, demo=demo, env=env)
+    finally:
+        instance.release()
+
+
+async def _run_locked(settings: Settings, *, once: bool, demo: bool, env: dict[str, str]) -> int:
     sim_task = None
     sim_stop = asyncio.Event()
     if demo:
