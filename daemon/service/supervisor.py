@@ -23,7 +23,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from daemon.pipeline import Lease, PipelineResult
 from daemon.service.app import App, build_app
+from daemon.service.evaluation import pending
 from daemon.service.http import HttpServer
+from daemon.service.httplimits import raise_nofile_limit
 from daemon.service.instance import InstanceLock
 from daemon.service.notify import SystemdNotifier, Watchdog
 from daemon.service.recovery import recover
@@ -72,6 +74,10 @@ class Service:
                 self.app.prom,
                 lambda: self.app.view,
                 max_tick_age=3 * max(s.schedule.poll_interval, s.schedule.decide_interval) + 30,
+                limits=s.http.limits,
+                configs=s.configs,
+                models=self.app.models,
+                evaluation=self.evaluation_report,
             )
             await self.http.start()
         if self.handle_signals:
@@ -79,6 +85,10 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, sig)
         self.app.view.service_running = True
+
+    def evaluation_report(self) -> dict[str, Any]:
+        """``GET /evaluation``: what ``evaluation pending --json`` prints, from this tick's tests."""
+        return {"pending": pending(self.app.promoter.tests), "mode": self.settings.promotion.mode}
 
     def start_scheduler(self) -> None:
         s = self.settings.schedule
@@ -228,6 +238,8 @@ async def run_service(
     settings: Settings, *, once: bool = False, demo: bool = False, environ: dict[str, str] | None = None
 ) -> int:
     env = dict(environ or {})
+    soft, hard = raise_nofile_limit()  # systemd's soft default (1024) is too low for a burst
+    log.info("service.nofile", soft=soft, hard=hard)
     # Before anything that reads or writes the state: recovery would end a live service's runs.
     instance = InstanceLock(settings.state_dir)
     instance.acquire()  # InstanceLockedError: the CLI prints it and exits EXIT_ALREADY_RUNNING
