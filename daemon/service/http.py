@@ -24,6 +24,7 @@ from daemon.service.httplimits import (
     ConnectionBudget,
     LimitedHandler,
     RateLimitedLog,
+    accept_backlog,
     accept_error_handler,
     error_text,
 )
@@ -124,7 +125,7 @@ class HttpServer:
         loop.set_exception_handler(accept_error_handler(self.quiet, self._previous_handler))
         self._loop = loop
         self._server = await loop.create_server(
-            protocol, self.host, self.port, reuse_address=True, backlog=min(1024, budget.cap)
+            protocol, self.host, self.port, reuse_address=True, backlog=accept_backlog(self.limits)
         )
         sockets: list[Any] = list(self._server.sockets)
         self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self.port

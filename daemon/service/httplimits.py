@@ -7,8 +7,10 @@ opened fails a run) nor fill the log, and ``/metrics`` must keep answering. So:
   idle the longest (no request in progress; a scrape sends its request at once, so it is the
   newest and the last to go), else it is closed at once.
 - **Descriptor reserve**: a connection whose descriptor number is within ``fd_reserve`` of
-  ``RLIMIT_NOFILE`` is closed at once. The kernel hands out the lowest free number, so a high
-  one means the table below it is full. The soft limit is raised to the hard one at start.
+  ``RLIMIT_NOFILE`` is treated as one over the cap. The kernel hands out the lowest free number,
+  so a high one means the table below it is full. asyncio accepts up to the listen backlog in
+  one batch before any protocol sees a connection, so the backlog is kept well below the
+  reserve (:func:`accept_backlog`). The soft limit is raised to the hard one at start.
 - **Timeouts**: a connection with no request in progress is closed after ``idle_timeout``
   (aiohttp's keep-alive timer, which also runs before the first request); a request whose
   headers are not complete ``header_timeout`` after its first byte is aborted (slow clients).
@@ -48,6 +50,11 @@ def raise_nofile_limit() -> tuple[int, int]:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def accept_backlog(limits: HttpLimits) -> int:
+    """The listen backlog, which is also how many connections asyncio accepts per wake-up."""
+    return max(8, min(128, limits.fd_reserve // 4, limits.max_connections))
 
 
 class RateLimitedLog:
@@ -92,14 +99,23 @@ class ConnectionBudget:
         self.refused: dict[str, int] = {}
 
     def admit(self, conn: LimitedHandler, fd: int, now: float) -> bool:
-        if fd >= 0 and fd >= self.nofile - self.limits.fd_reserve:
-            return self._refuse("fd_reserve", fd, now)
-        if len(self.conns) >= self.cap:
+        """Admit ``conn``; when full (cap or reserve) it replaces the longest-idle one, or is refused."""
+        low_fds = fd >= 0 and fd >= self.nofile - self.limits.fd_reserve
+        if low_fds or len(self.conns) >= self.cap:
+            reason = "fd_reserve" if low_fds else "connection_cap"
             idle = next((c for c in self.conns if not c.busy), None)
             if idle is None:
-                return self._refuse("connection_cap", fd, now)
+                return self._refuse(reason, fd, now)
+            # Net zero descriptors: the evicted one's is freed as this one's is kept.
             self.refused["evicted"] = self.refused.get("evicted", 0) + 1
-            self.quiet.warning("http.connection_evicted", now, connections=len(self.conns), cap=self.cap)
+            self.quiet.warning(
+                "http.connection_evicted",
+                now,
+                reason=reason,
+                fd=fd,
+                connections=len(self.conns),
+                cap=self.cap,
+            )
             idle.drop()
         self.conns[conn] = None
         return True
