@@ -27,6 +27,7 @@ from daemon.service.evaluation import pending
 from daemon.service.http import HttpServer
 from daemon.service.httplimits import raise_nofile_limit
 from daemon.service.instance import InstanceLock
+from daemon.service.leftovers import mark_environment, reap_leftovers
 from daemon.service.notify import SystemdNotifier, Watchdog
 from daemon.service.recovery import recover
 from daemon.settings import Settings
@@ -244,6 +245,12 @@ async def run_service(
     instance = InstanceLock(settings.state_dir)
     instance.acquire()  # InstanceLockedError: the CLI prints it and exits EXIT_ALREADY_RUNNING
     try:
+        # Export helpers a previous service of this data directory left (the lock proves it is gone).
+        reaped = await asyncio.to_thread(reap_leftovers, settings.state_dir)
+        if reaped:
+            log.warning("recovery.leftovers_ended", pids=reaped)
+        # This process's environment is what multiprocessing hands its helpers: mark them as ours.
+        mark_environment(os.environ, settings.state_dir)
         return await _run_locked(settings, once=once, demo=demo, env=env)
     finally:
         instance.release()
