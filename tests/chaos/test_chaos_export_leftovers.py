@@ -44,19 +44,23 @@ def _kill_leftovers(tmp_path: Path) -> Iterator[None]:
     kill_test_processes(tmp_path)
 
 
-def _children(pid: int) -> list[int]:
-    """Children of every thread of ``pid`` (the kernel's list: cheap enough to poll fast)."""
-    out = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (non-zombie) process."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         try:
-            out += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        if fields[0] != "Z":
+            out[int(name)] = int(fields[1])
     return out
+
+
+def _children(pid: int, parents: dict[int, int] | None = None) -> list[int]:
+    return [p for p, pp in (parents if parents is not None else _parents()).items() if pp == pid]
 
 
 def _cmd(pid: int) -> str:
@@ -78,11 +82,12 @@ def test_kill_9_during_parallel_export_leaves_no_helper(tmp_path: Path) -> None:
         def exporting() -> bool:
             # The forkserver and the tracker are the service's children; workers the forkserver's.
             assert proc.poll() is None, f"service exited (rc {proc.returncode})"
-            for child in _children(proc.pid):
+            parents = _parents()
+            for child in _children(proc.pid, parents):
                 _direct.add(child)
-                if not helpers.get(child):  # re-read: one seen before its exec has no command line
+                if "multiprocessing" not in helpers.get(child, ""):  # seen before its exec: read again
                     helpers[child] = _cmd(child)
-                if "forkserver" in helpers[child] and _children(child):
+                if "forkserver" in helpers[child] and _children(child, parents):
                     return True
             return False
 
@@ -93,9 +98,10 @@ def test_kill_9_during_parallel_export_leaves_no_helper(tmp_path: Path) -> None:
             for worker in _children(child):
                 helpers[worker] = ""
 
-        def named() -> bool:  # a child seen between its fork and its exec has no command line yet
-            helpers.update({p: helpers[p] or _cmd(p) for p in helpers})
-            return all(helpers.values())
+        def named() -> bool:
+            # A child seen between its fork and its exec shows no command line, or the service's.
+            helpers.update({p: _cmd(p) for p in helpers})
+            return all(c and (p not in _direct or " daemon run " not in c) for p, c in helpers.items())
 
         wait_until(named, BOUND, 0.05, f"the helpers' command lines: {helpers}")
         proc.send_signal(signal.SIGKILL)
