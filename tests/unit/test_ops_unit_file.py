@@ -67,6 +67,7 @@ def test_stop_and_restart_policy(service: dict[str, list[str]]) -> None:
     prevent = one(service, "RestartPreventExitStatus").split()
     assert prevent == [str(EXIT_BAD_SETTINGS), str(EXIT_ALREADY_RUNNING)]
     assert one(service, "OOMPolicy") == "continue"
+    assert int(one(service, "LimitNOFILE")) >= 65536  # a connection burst must not starve runs
 
 
 def test_identity_dirs_and_caches(service: dict[str, list[str]]) -> None:
