@@ -239,12 +239,12 @@ async def run_service(
     settings: Settings, *, once: bool = False, demo: bool = False, environ: dict[str, str] | None = None
 ) -> int:
     env = dict(environ or {})
-    soft, hard = raise_nofile_limit()  # systemd's soft default (1024) is too low for a burst
-    log.info("service.nofile", soft=soft, hard=hard)
     # Before anything that reads or writes the state: recovery would end a live service's runs.
     instance = InstanceLock(settings.state_dir)
     instance.acquire()  # InstanceLockedError: the CLI prints it and exits EXIT_ALREADY_RUNNING
     try:
+        soft, hard = raise_nofile_limit()  # systemd's soft default (1024) is too low for a burst
+        log.info("service.nofile", soft=soft, hard=hard)
         # Export helpers a previous service of this data directory left (the lock proves it is gone).
         reaped = await asyncio.to_thread(reap_leftovers, settings.state_dir)
         if reaped:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -50,7 +51,10 @@ def _training(settings_data: dict[str, object]) -> tuple[dict[str, object], dict
     settings = settings_of(settings_data)  # type: ignore[arg-type]
 
     def live() -> tuple[dict[str, object], dict[str, object]] | None:
-        runs = [r for r in journal_runs(settings) if r["state"] == "training"]
+        try:
+            runs = [r for r in journal_runs(settings) if r["state"] == "training"]
+        except sqlite3.OperationalError:  # the journal's schema is not created yet
+            return None
         recs = [r for r in trainer_records(settings) if "pid" in r and pid_alive(int(r["pid"]))]
         return (runs[0], recs[0]) if runs and recs else None
 
