@@ -166,10 +166,24 @@ class LockSettings(_Section):
     backend: Literal["auto", "redis", "file"] = "auto"
 
 
+class HttpLimits(_Section):
+    """Bounds that keep /metrics answering and runs supplied with descriptors (DESIGN 13)."""
+
+    max_connections: int = Field(default=256, ge=1, le=65536)
+    # Descriptors kept free for runs (NPZ, SQLite, trainer pipes): no connection is admitted
+    # when fewer than this are left below RLIMIT_NOFILE.
+    fd_reserve: int = Field(default=256, ge=0, le=65536)
+    # From the first byte of a request to its complete headers (slow clients).
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    # A connection with no request in progress (new or keep-alive) is closed after this.
+    idle_timeout: float = Field(default=30.0, gt=0, le=86400)
+
+
 class HttpSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+    limits: HttpLimits = HttpLimits()
 
     @field_validator("port")
     @classmethod

@@ -19,7 +19,13 @@ from typing import Any
 
 from daemon import __version__
 from daemon.api.settings import CONFIG_ENV
-from daemon.cli.exits import EXIT_BAD_SETTINGS, EXIT_FAILURE, EXIT_OK
+from daemon.cli.exits import (
+    EXIT_ALREADY_RUNNING,
+    EXIT_BAD_SETTINGS,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_STARTUP_FAILURE,
+)
 from daemon.cli.output import print_error, print_json
 from daemon.cli.registry import add_registry_arguments
 from daemon.keys import InvalidConfigKey, validate_config_key
@@ -147,9 +153,17 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
 
 
 def _run(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:
-    from daemon.service.supervisor import run_service
+    from daemon.service.instance import InstanceLockedError
+    from daemon.service.supervisor import ServiceStartError, run_service
 
-    return asyncio.run(run_service(settings, once=args.once, demo=args.demo, environ=env))
+    try:
+        return asyncio.run(run_service(settings, once=args.once, demo=args.demo, environ=env))
+    except InstanceLockedError as e:
+        print_error(str(e), False)
+        return EXIT_ALREADY_RUNNING
+    except ServiceStartError as e:
+        print_error(f"could not start: {e}", False)
+        return EXIT_STARTUP_FAILURE
 
 
 def _status(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> int:

@@ -32,6 +32,7 @@ from daemon.export.rows import check_encoded, row_arrays
 from daemon.export.tiers import exported_sources
 from daemon.npz.format import ArraySpec
 from daemon.npz.writer import Segment, write_segment
+from daemon.training.pdeathsig import set_parent_death_signal
 
 TASK_GAMES = 128  # a task's rows stay small (square8: ~7K samples x 235 B)
 
@@ -176,8 +177,9 @@ def parallel_segments(
     ``output(i)`` says where task ``i`` writes its rows.
     """
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    # The forkserver and every worker die with their parent (kill -9 of the service included).
+    ctx.set_forkserver_preload(["daemon.export._deathsig", __name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=set_parent_death_signal)
     pending: deque[Future[Done]] = deque()
     try:
         for i, task in enumerate(tasks):

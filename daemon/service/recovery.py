@@ -1,4 +1,7 @@
-"""Start-up recovery: end what a crashed predecessor left (orphan trainers, runs in flight)."""
+"""Start-up recovery: end what a crashed predecessor left (orphan trainers, runs in flight).
+
+Runs only under the instance lock (:mod:`daemon.service.instance`).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ async def recover(c: App, now: datetime) -> list[str]:
     if killed:
         log.warning("recovery.orphan_trainers_ended", pids=killed)
     resolved = []
-    for run in c.journal.in_flight(node=c.node):
+    # Every run of this journal, whatever host name wrote it: the instance lock, taken before this,
+    # proves no other process of this data directory is alive (a rescheduled pod has a new name).
+    for run in c.journal.in_flight():
         model_id = _registered_by(c, run.config, run.run_id) if run.state == "registering" else None
         if model_id is not None:
             # Killed after the registry committed (fenced) but before the journal did: it succeeded.

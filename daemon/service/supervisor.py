@@ -23,7 +23,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from daemon.pipeline import Lease, PipelineResult
 from daemon.service.app import App, build_app
 from daemon.service.demo import DemoData, create_demo_db, demo_settings
+from daemon.service.evaluation import pending
 from daemon.service.http import HttpServer
+from daemon.service.httplimits import raise_nofile_limit
+from daemon.service.instance import InstanceLock
+from daemon.service.leftovers import mark_environment, reap_leftovers
 from daemon.service.notify import SystemdNotifier, Watchdog
 from daemon.service.recovery import recover
 from daemon.settings import Settings
@@ -31,7 +35,10 @@ from daemon.settings import Settings
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
-EXIT_STARTUP_FAILURE = 3
+
+
+class ServiceStartError(Exception):
+    """``run`` could not start (port in use, state directory, registry settings ...)."""
 
 
 @dataclass
@@ -71,6 +78,10 @@ class Service:
                 self.app.prom,
                 lambda: self.app.view,
                 max_tick_age=3 * max(s.schedule.poll_interval, s.schedule.decide_interval) + 30,
+                limits=s.http.limits,
+                configs=s.configs,
+                models=self.app.models,
+                evaluation=self.evaluation_report,
             )
             await self.http.start()
         if self.handle_signals:
@@ -78,6 +89,10 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, sig)
         self.app.view.service_running = True
+
+    def evaluation_report(self) -> dict[str, Any]:
+        """``GET /evaluation``: what ``evaluation pending --json`` prints, from this tick's tests."""
+        return {"pending": pending(self.app.promoter.tests), "mode": self.settings.promotion.mode}
 
     def start_scheduler(self) -> None:
         s = self.settings.schedule
@@ -234,6 +249,24 @@ async def run_service(
     settings: Settings, *, once: bool = False, demo: bool = False, environ: dict[str, str] | None = None
 ) -> int:
     env = dict(environ or {})
+    # Before anything that reads or writes the state: recovery would end a live service's runs.
+    instance = InstanceLock(settings.state_dir)
+    instance.acquire()  # InstanceLockedError: the CLI prints it and exits EXIT_ALREADY_RUNNING
+    try:
+        soft, hard = raise_nofile_limit()  # systemd's soft default (1024) is too low for a burst
+        log.info("service.nofile", soft=soft, hard=hard)
+        # Export helpers a previous service of this data directory left (the lock proves it is gone).
+        reaped = await asyncio.to_thread(reap_leftovers, settings.state_dir)
+        if reaped:
+            log.warning("recovery.leftovers_ended", pids=reaped)
+        # This process's environment is what multiprocessing hands its helpers: mark them as ours.
+        mark_environment(os.environ, settings.state_dir)
+        return await _run_locked(settings, once=once, demo=demo, env=env)
+    finally:
+        instance.release()
+
+
+async def _run_locked(settings: Settings, *, once: bool, demo: bool, env: dict[str, str]) -> int:
     if demo:
         settings = demo_settings(settings)
         create_demo_db(settings)
@@ -246,7 +279,7 @@ async def run_service(
         await service.start()
     except Exception as e:
         log.error("service.startup_failed", error=str(e))
-        return EXIT_STARTUP_FAILURE
+        raise ServiceStartError(str(e)) from e  # the CLI prints it and exits EXIT_STARTUP_FAILURE
     if demo:
         demo_task = asyncio.create_task(DemoData(settings, service.app.models).run(demo_stop))
     try:

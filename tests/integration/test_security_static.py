@@ -85,8 +85,7 @@ async def test_started_http_server_listens_on_loopback_only() -> None:
     server = HttpServer(s.http.host, 0, CollectorRegistry(), view=lambda: None, max_tick_age=60)  # type: ignore[arg-type,return-value]
     await server.start()
     try:
-        assert server._runner is not None
-        addresses = server._runner.addresses
+        addresses = server.addresses
         assert addresses, "no listening socket"
         assert all(a[0] == "127.0.0.1" for a in addresses), addresses
     finally:

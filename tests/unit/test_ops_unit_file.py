@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.cli.exits import EXIT_ALREADY_RUNNING, EXIT_BAD_SETTINGS
 from daemon.settings import ScheduleSettings, TrainingSettings, settings_from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,8 +62,11 @@ def test_stop_and_restart_policy(service: dict[str, list[str]]) -> None:
     budget = ScheduleSettings().drain_timeout + TrainingSettings().grace
     assert int(one(service, "TimeoutStopSec")) > budget
     assert one(service, "Restart") == "on-failure"
-    assert one(service, "RestartPreventExitStatus") == "2"  # bad settings: restarting won't help
+    # Bad settings (2) and a data directory held by another service (4): restarting won't help.
+    prevent = one(service, "RestartPreventExitStatus").split()
+    assert prevent == [str(EXIT_BAD_SETTINGS), str(EXIT_ALREADY_RUNNING)]
     assert one(service, "OOMPolicy") == "continue"
+    assert int(one(service, "LimitNOFILE")) >= 65536  # a connection burst must not starve runs
 
 
 def test_identity_dirs_and_caches(service: dict[str, list[str]]) -> None:
