@@ -50,3 +50,21 @@ def test_unusable_data_dir_is_one_line(
     else:  # nothing there yet: an empty answer, not an error
         assert rc == 0, out
     assert blocker.is_file()
+
+
+def test_run_with_its_port_in_use_is_one_line_exit_3(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as taken:  # a real listener on a free loopback port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = _config(tmp_path, http={"host": "127.0.0.1", "port": port}, game_dbs=[])
+        rc = main(["run", "--once", "--config", str(cfg)], environ={})
+    out = capsys.readouterr()
+    errors = [line for line in out.err.splitlines() if line.startswith("error:")]
+    assert rc == 3, out
+    assert len(errors) == 1 and errors[0].startswith("error: could not start: "), out.err
+    assert "Traceback" not in out.err
