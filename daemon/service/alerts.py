@@ -74,3 +74,24 @@ class ServiceAlerts:
         self.health.set_condition(
             None, "registry_unavailable", active=not available, severity="critical", message=reason, now=now
         )
+
+    def models_corrupt(self, config: str, corrupt: list[str], production: str | None, now: datetime) -> None:
+        """Raise (or resolve) ``model_corrupt``: a registered object proved missing or altered.
+
+        Critical when it is the production model (self-play cannot pull it), else a warning; such a
+        model is never a warm-start parent. ``registry verify`` re-checks and resolves it."""
+        bad_production = production is not None and production in corrupt
+        self.health.set_condition(
+            config,
+            "model_corrupt",
+            active=bool(corrupt),
+            severity="critical" if bad_production else "warning",
+            message=(
+                f"{len(corrupt)} corrupt model object(s): {', '.join(corrupt)}"
+                + (" (the production model)" if bad_production else "")
+                + "; repair the object store and run `ringrift-daemon registry verify`"
+                if corrupt
+                else "no corrupt model objects"
+            ),
+            now=now,
+        )

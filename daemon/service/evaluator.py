@@ -129,8 +129,10 @@ class Evaluator:
         ``registry_unavailable`` alert and makes every decision wait: runs fail closed."""
         try:
             facts = {}
+            corrupt: dict[str, list[str]] = {}
             for key in self.configs:
                 models = self.models.list_models(config=key)
+                corrupt[key] = [m.model_id for m in models if m.status == "corrupt"]
                 latest = self.models.get_latest(key)
                 prod = self.models.get_production(key)
                 facts[key] = ModelFacts(
@@ -144,6 +146,8 @@ class Evaluator:
             self.alerts.registry_availability(False, self.registry_problem, now)
             return False
         self.models_facts = facts
+        for key, ids in corrupt.items():
+            self.alerts.models_corrupt(key, ids, facts[key].production_id, now)
         if self.registry_problem is not None:
             self.registry_problem = None
             self.alerts.registry_availability(True, "registry reachable again", now)

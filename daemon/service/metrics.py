@@ -30,6 +30,7 @@ ALERT_KINDS = (
     "source_unhealthy",
     "lock_unavailable",
     "registry_unavailable",
+    "model_corrupt",
 )
 
 

@@ -33,7 +33,7 @@ def test_promtool_version() -> None:
 def test_check_rules() -> None:
     res = promtool("check", "rules", "alerts.yml", "rules.yml")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 15 rules found" in res.stdout
+    assert "SUCCESS: 16 rules found" in res.stdout
 
 
 def test_check_config() -> None:
