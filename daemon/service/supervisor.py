@@ -27,7 +27,7 @@ from daemon.service.evaluation import pending
 from daemon.service.http import HttpServer
 from daemon.service.httplimits import raise_nofile_limit
 from daemon.service.instance import InstanceLock
-from daemon.service.leftovers import mark_environment, reap_leftovers
+from daemon.service.leftovers import INSTANCE_ENV, mark_environment, reap_leftovers
 from daemon.service.notify import SystemdNotifier, Watchdog
 from daemon.service.recovery import recover
 from daemon.settings import Settings
@@ -259,9 +259,17 @@ async def run_service(
         reaped = await asyncio.to_thread(reap_leftovers, settings.state_dir)
         if reaped:
             log.warning("recovery.leftovers_ended", pids=reaped)
-        # This process's environment is what multiprocessing hands its helpers: mark them as ours.
+        # This process's environment is what multiprocessing hands its helpers: mark them as ours
+        # while the service runs (restored after: an in-process caller's children stay unmarked).
+        previous = os.environ.get(INSTANCE_ENV)
         mark_environment(os.environ, settings.state_dir)
-        return await _run_locked(settings, once=once, demo=demo, env=env)
+        try:
+            return await _run_locked(settings, once=once, demo=demo, env=env)
+        finally:
+            if previous is None:
+                os.environ.pop(INSTANCE_ENV, None)
+            else:
+                os.environ[INSTANCE_ENV] = previous
     finally:
         instance.release()
 

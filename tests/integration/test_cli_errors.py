@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -55,8 +57,6 @@ def test_unusable_data_dir_is_one_line(
 def test_run_with_its_port_in_use_is_one_line_exit_3(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    import socket
-
     with socket.socket() as taken:  # a real listener on a free loopback port
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -68,3 +68,4 @@ def test_run_with_its_port_in_use_is_one_line_exit_3(
     assert rc == 3, out
     assert len(errors) == 1 and errors[0].startswith("error: could not start: "), out.err
     assert "Traceback" not in out.err
+    assert "RINGRIFT_INSTANCE" not in os.environ  # the caller's environment as it was
