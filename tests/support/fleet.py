@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from daemon.registry import ModelRegistry
+from tests.chaos._helpers import node_mapping
 
 
 def fleet_mapping(
@@ -29,27 +30,17 @@ def fleet_mapping(
     **sections: dict[str, Any],
 ) -> dict[str, Any]:
     """Settings of node ``i``: data under ``tmp/node{i}``, the fleet's registry and store."""
-    data: dict[str, Any] = {
-        "data_dir": str(tmp / f"node{i}"),
-        "game_dbs": [str(db)],
-        "configs": configs,
-        "locks": {"backend": "redis" if redis_url else "file"},
-        "registry": {"url": pg_url, "store": str(store), "connect_timeout": 2, "pool_size": 2},
-        "http": {"enabled": False},
-        "schedule": {"poll_interval": 0.5, "decide_interval": 0.5, "health_interval": 1, "drain_timeout": 5},
-        "triggers": {"bootstrap_min_games": 30, "freshness_threshold": 100000, "min_interval": 0},
-        "export": {"min_free_bytes": 0},
-        "training": {
-            "epochs": 1,
-            "batch_size": 64,
-            "channels": 4,
-            "blocks": 1,
-            "device": "cpu",
-            "grace": 3,
-            "max_concurrent": 1,
-            "threads": 1,
-        },
-    }
+    # The chaos tests' fast single-node settings, plus the fleet's registry, store and locks.
+    data = node_mapping(
+        tmp,
+        db,
+        configs,
+        locks={"backend": "redis" if redis_url else "file"},
+        registry={"url": pg_url, "store": str(store), "connect_timeout": 2, "pool_size": 2},
+        triggers={"bootstrap_min_games": 30, "min_interval": 0},
+        training={"threads": 1},
+    )
+    data["data_dir"] = str(tmp / f"node{i}")
     if redis_url:
         data["redis"] = {"url": redis_url, "ttl": 8.0, "key_prefix": "fleet:", "connect_timeout": 1.0}
     for name, over in sections.items():

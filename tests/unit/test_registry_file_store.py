@@ -46,7 +46,7 @@ def test_temp_files_are_swept_by_age_only(tmp_path: Path) -> None:
 
 def test_several_writers_one_directory(tmp_path: Path) -> None:
     """Threads standing in for nodes: same and different bytes, a sweeper running alongside."""
-    stores = [FileObjectStore(str(tmp_path / "shared")) for _ in range(4)]
+    stores = [FileObjectStore(str(tmp_path / "mount")) for _ in range(4)]
     for s in stores:
         s.open()
     payloads = [os.urandom(200_000) for _ in range(3)]

@@ -1,0 +1,50 @@
+"""The one typed ``Settings`` object (:mod:`.loader`), its sections (:mod:`.sections`) and the
+bounded reader of a settings file that may be hostile (:mod:`.strict_yaml`)."""
+
+from daemon.settings.loader import Settings, load_settings, settings_from_mapping
+from daemon.settings.sections import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_KEEP_FAILED_RUNS,
+    ENV_NESTING,
+    ENV_PREFIX,
+    PROMOTION_MIN_GAMES,
+    CurriculumSettings,
+    DemoSettings,
+    ExportSection,
+    HealthSettings,
+    HttpLimits,
+    HttpSettings,
+    LockSettings,
+    PromotionSettings,
+    RedisSettings,
+    RegistrySettings,
+    ScheduleSettings,
+    SettingsError,
+    TrainingSettings,
+    TriggerSettings,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_KEEP_FAILED_RUNS",
+    "ENV_NESTING",
+    "ENV_PREFIX",
+    "PROMOTION_MIN_GAMES",
+    "CurriculumSettings",
+    "DemoSettings",
+    "ExportSection",
+    "HealthSettings",
+    "HttpLimits",
+    "HttpSettings",
+    "LockSettings",
+    "PromotionSettings",
+    "RedisSettings",
+    "RegistrySettings",
+    "ScheduleSettings",
+    "Settings",
+    "SettingsError",
+    "TrainingSettings",
+    "TriggerSettings",
+    "load_settings",
+    "settings_from_mapping",
+]
