@@ -363,8 +363,8 @@ class OptimizedTrainingPipeline:
                 run.run_id,
                 result.metrics,
             )
-        except FencingTokenRejected as e:  # a newer holder exists: our lease was lost
-            raise _Interrupted(str(e)) from e
+        except FencingTokenRejected as e:  # a newer holder exists, or none can be confirmed
+            raise _Interrupted(f"lease lost at registration: {e}") from e
         self.curriculum.record_training(
             key, now=datetime.now(UTC), model_count=self.registrar.model_count(key)
         )

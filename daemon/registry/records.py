@@ -42,8 +42,13 @@ class FencingTokenRejected(RegistryError):
 
     def __init__(self, config_key: str, token: int, highest: int) -> None:
         self.config_key, self.token, self.highest = config_key, token, highest
+        why = (
+            "the lock service could not confirm it"  # highest -1: Redis did not answer in time
+            if highest < 0
+            else f"token {highest} was already accepted"
+        )
         super().__init__(
-            f"fencing token {token} rejected for {config_key}: token {highest} was already accepted "
+            f"fencing token {token} rejected for {config_key}: {why} "
             "(the writer's lock was lost; nothing was written)"
         )
 
