@@ -12,6 +12,10 @@ the incremental exporter is brought up to date, a writer commits ``--new`` more 
 
 and the two outputs must hold the same members byte for byte (all but ``created_at``).
 Target: reexport <= 0.25 x full (medians).
+
+``--window N``: the tier table scaled down in this process so every export takes the newest
+``N`` games (``max_games``, as the large tiers do above 100,000 games): each round's new games
+slide the window, whose oldest segments drop out (and the one it cuts is encoded again).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import orjson
 
 from bench.dbcache import moves_db, working_copy
+from daemon.export import tiers
 from daemon.export.job import run_export
 from daemon.logs import configure_logging
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game
@@ -68,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--games", type=int, default=10_000)
     p.add_argument("--new", type=int, default=500)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--window", type=int, default=None, help="max_games of every export")
     a = p.parse_args(argv)
+    if a.window is not None:
+        tiers.TIERS = (tiers.Tier("window", 0, a.window, 1, 100, 128),)
     configure_logging("WARNING", json=True)
     t = time.perf_counter()
     src = moves_db(a.games)
@@ -105,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "export_incremental",
         "games": a.games,
         "new_per_round": a.new,
+        "window_max_games": a.window,
         "build_or_cache_seconds": round(build_s, 1),
         "rounds": rounds,
         "reexport_seconds": round(reexport, 3),

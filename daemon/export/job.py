@@ -36,13 +36,21 @@ from daemon.export.params import (
 )
 from daemon.export.quick import quick_hit
 from daemon.export.rows import RowsError, check_encoded, row_arrays
-from daemon.export.segments import SegmentExport, Stored
+from daemon.export.segments import SegmentExport
 from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
-from daemon.export.workers import TASK_GAMES, Output, WorkerError, defects_of, parallel_segments, plan_tasks
+from daemon.export.workers import (
+    TASK_GAMES,
+    Output,
+    WorkerError,
+    defects_of,
+    export_sources,
+    parallel_segments,
+    plan_tasks,
+)
 from daemon.keys import geometry, parse_config_key, validate_config_key
 from daemon.npz import format as fmt
 from daemon.npz.dense import LayoutError, rewrite_layout
-from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS, ArraySpec
+from daemon.npz.format import FORMAT_VERSION, LAYOUT_CELLS
 from daemon.npz.writer import ExportWriteError, NpzStreamWriter
 from daemon.settings import Settings
 
@@ -192,15 +200,14 @@ def _export(
             reported = games
             progress(games, target)
 
-    seg = _segment_export(segments_root, db_paths, snapshots, key, params, specs, total, es.max_games)
+    seg = _segment_export(segments_root, db_paths, snapshots, key, params, es.max_games)
 
     def seg_out(path: str) -> Output:
         return Output(path, tuple(specs.items()), policy_size, grid * grid)
 
-    stored: list[Stored] = []
     try:
-        if seg is not None:  # every game of one source: reuse the encoded segments
-            stored = seg.run(writer, seg_out, workers=workers, rebuild=rebuild, tally=tally)
+        if seg is not None:  # reuse the encoded segments, encode the rest
+            seg.run(writer, seg_out, workers=workers, rebuild=rebuild, tally=tally)
         elif workers > 1 and target >= workers * TASK_GAMES:  # else starting workers costs more than it saves
             tasks = plan_tasks(
                 db_paths,
@@ -250,7 +257,7 @@ def _export(
         }
         size, digest = writer.finish(meta, constants)
         if seg is not None:
-            seg.commit(stored)
+            seg.commit()
     except BaseException:
         writer.abort()
         if seg is not None:
@@ -265,16 +272,13 @@ def _segment_export(
     snapshots: Mapping[str, SourceSnapshot],
     key: str,
     params: dict[str, Any],
-    specs: dict[str, ArraySpec],
-    total: int,
     max_games: int | None,
 ) -> SegmentExport | None:
-    """The incremental export when it gives exactly the full export's rows, else None."""
-    sources = exported_sources(db_paths, snapshots, key)
-    if root is None or len(sources) != 1 or (max_games is not None and total > max_games):
+    """The incremental export (``export.incremental``), when the config has games to export."""
+    sources = export_sources(db_paths, snapshots, key)
+    if root is None or not sources:
         return None
-    path = sources[0][0]
-    return SegmentExport(root, path, snapshots[str(path)], key, params, specs)
+    return SegmentExport(root, key, sources, snapshots, params, max_games)
 
 
 def _hit(

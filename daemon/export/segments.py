@@ -7,17 +7,18 @@ file identity, the config and every parameter the encoding depends on (encoder s
 and version, history length, sample_every, layout, format). The store's manifest records per
 segment the inclusive rowid range ``[lo, hi]`` of its games and their count and rowid sum.
 
-An export lists the usable games of the snapshot (headers only, the same rule as the
-encoder's reader), keeps each segment whose range still holds exactly its games (a status
-update that makes a game in an encoded range usable, or a deletion, drops that segment),
-encodes only the games no kept segment covers (worker processes as the full export does),
-and assembles the NPZ from the segments in rowid order, newest first: the same rows in
-the same order as a full export. Only the segments of the current export stay on disk
-(their bytes are those of the output); a replaced source or other parameters start a new
-store and the old one is removed.
-
-Used when every usable game is exported from one source (no ``max_games`` cut, one source
-with games of the config); otherwise the full export runs.
+An export selects the games a full export takes (headers only, the same rule and the same
+merge across sources, newest first, at most ``max_games``: of each source, its newest games),
+keeps each segment whose range still holds exactly selected games it encoded (a status update
+that makes a game in an encoded range usable, a deletion, or the window of ``max_games``
+sliding past part of its range drops that segment), encodes only the selected games no kept
+segment covers (worker processes as the full export does), and assembles the NPZ from the
+segments, each source's in rowid order, newest first. From one source that is the full
+export's file byte for byte; from several, the same samples, grouped by source (the full
+export interleaves them by creation time; the trainer splits by game hash, never by
+position). A window that slides re-encodes at most one segment's games per source (the one
+it cuts). Only the segments of the current export stay on disk (their bytes are those of the
+output); a replaced source or other parameters start a new store and the old one is removed.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,17 @@ import orjson
 import structlog
 
 from daemon.data.errors import DatabaseReplaced
-from daemon.data.gamedb import GameDB, SourceSnapshot
-from daemon.export.workers import TASK_GAMES, Done, Output, Task, encode_task, parallel_segments
-from daemon.npz.format import ArraySpec
+from daemon.data.gamedb import SourceSnapshot
+from daemon.export.workers import (
+    TASK_GAMES,
+    Done,
+    Output,
+    Source,
+    encode_task,
+    parallel_segments,
+    selected,
+    task_of,
+)
 from daemon.npz.writer import NpzStreamWriter, Segment, fsync_dir
 
 log = structlog.get_logger(__name__)
@@ -72,6 +81,7 @@ class Stored:
 
 
 def store_dir(root: Path, key: str, snap: SourceSnapshot, params: Mapping[str, Any]) -> Path:
+    """The store of one source's segments: its path, file identity and the keyed parameters."""
     keyed = {k: v for k, v in sorted(params.items()) if k not in _NOT_KEYED}
     ident = orjson.dumps({"path": snap.path, "identity": snap.identity, "params": keyed})
     return root / key / hashlib.sha256(ident).hexdigest()[:24]
@@ -113,6 +123,14 @@ def _kept(segments: list[Stored], rowids: list[int]) -> list[Stored]:
     return kept
 
 
+def _missing(rowids: list[int], kept: list[Stored]) -> list[int]:
+    """The games (newest first) no kept segment covers."""
+    covered = {
+        r for s in kept for r in rowids[bisect.bisect_left(rowids, s.lo) : bisect.bisect_right(rowids, s.hi)]
+    }
+    return [r for r in reversed(rowids) if r not in covered]
+
+
 def _batches(todo: list[int], kept: list[Stored]) -> Iterator[list[int]]:
     """``todo`` (descending) in batches that never span a kept segment's range."""
     his = sorted(s.hi for s in kept)
@@ -128,21 +146,37 @@ def _batches(todo: list[int], kept: list[Stored]) -> Iterator[list[int]]:
         yield batch
 
 
+@dataclass
+class _Part:
+    """One source's share of an incremental export."""
+
+    source: Source
+    store: Path
+    rowids: list[int]  # the games the export takes from this source, ascending
+    old: list[Stored]
+    kept: list[Stored]
+    made: list[Stored] = field(default_factory=list)
+
+    def segments(self) -> list[Stored]:
+        """Newest first: the order a full export writes this source's games in."""
+        return sorted([*self.kept, *self.made], key=lambda s: s.hi, reverse=True)
+
+
 class SegmentExport:
-    """One incremental export of one config from one source into ``writer``."""
+    """One incremental export of one config from its sources into ``writer``."""
 
     def __init__(
         self,
         root: Path,
-        path: Path,
-        snap: SourceSnapshot,
         key: str,
+        sources: Sequence[Source],
+        snapshots: Mapping[str, SourceSnapshot],
         params: Mapping[str, Any],
-        specs: Mapping[str, ArraySpec],
+        max_games: int | None,
     ) -> None:
-        self.root, self.path, self.snap, self.key = root, path, snap, key
-        self.params, self.specs = dict(params), dict(specs)
-        self.store = store_dir(root, key, snap, params)
+        self.root, self.key, self.sources = root, key, list(sources)
+        self.snapshots, self.params, self.max_games = snapshots, dict(params), max_games
+        self._parts: list[_Part] = []
         self._new: list[Path] = []
         self._lockf: Any = None
 
@@ -154,105 +188,105 @@ class SegmentExport:
         workers: int,
         rebuild: bool,
         tally: Callable[[int, dict[str, int]], None],
-    ) -> list[Stored]:
+    ) -> None:
         """Adopt every segment of the export into ``writer`` (encoding what is missing).
 
         ``output(path)``: where and under which checks a new segment is written.
         """
         self._lock()
-        cs = self.snap.configs[self.key]
-        db = GameDB(self.path)
-        listed = db.iter_game_keys(
-            self.key, upto_rowid=cs.watermark, newest_first=False, identity=self.snap.identity
-        )
-        rowids = [r for _, r in listed]  # ascending
-        old = [] if rebuild else _load(self.store)
-        kept = _kept(old, rowids)
-        if len(kept) > _COMPACT_FACTOR * len(rowids) // TASK_GAMES + _COMPACT_FLOOR:
-            kept = []
-        covered = {
-            r
-            for s in kept
-            for r in rowids[bisect.bisect_left(rowids, s.lo) : bisect.bisect_right(rowids, s.hi)]
-        }
-        todo = [r for r in reversed(rowids) if r not in covered]
-        self.store.mkdir(parents=True, exist_ok=True)
-        for s in kept:
-            tally(s.games, s.skipped)
-        made = self._encode(list(_batches(todo, kept)), cs.watermark, workers, output, tally)
-        segments = sorted([*kept, *made], key=lambda s: s.hi, reverse=True)
-        for s in segments:
-            writer.adopt(Segment(str(self.store / s.file), s.rows, s.sizes))
+        picked: list[list[int]] = [[] for _ in self.sources]
+        games = selected(self.sources, self.key, self.max_games)  # the full export's games
+        with contextlib.closing(games):
+            for rowid, i in games:
+                picked[i].append(rowid)
+        todo: list[tuple[_Part, list[int]]] = []
+        for source, rowids in zip(self.sources, picked, strict=True):
+            if not rowids:  # every game of this source is beyond the window
+                continue
+            rowids.reverse()  # each source's games came newest first
+            store = store_dir(self.root, self.key, self.snapshots[source[0]], self.params)
+            old = [] if rebuild else _load(store)
+            kept = _kept(old, rowids)
+            if len(kept) > _COMPACT_FACTOR * len(rowids) // TASK_GAMES + _COMPACT_FLOOR:
+                kept = []
+            part = _Part(source, store, rowids, old, kept)
+            self._parts.append(part)
+            store.mkdir(parents=True, exist_ok=True)
+            for s in kept:
+                tally(s.games, s.skipped)
+            todo.extend((part, b) for b in _batches(_missing(rowids, kept), kept))
+        self._encode(todo, workers, output, tally)
+        for part in self._parts:
+            for s in part.segments():
+                writer.adopt(Segment(str(part.store / s.file), s.rows, s.sizes))
         log.info(
             "export.segments",
             config=self.key,
-            source=str(self.path),
-            kept=len(kept),
-            dropped=len(old) - len(kept),
-            encoded_games=len(todo),
-            segments=len(segments),
+            sources=len(self._parts),
+            kept=sum(len(p.kept) for p in self._parts),
+            dropped=sum(len(p.old) - len(p.kept) for p in self._parts),
+            encoded_games=sum(len(b) for _, b in todo),
+            segments=sum(len(p.kept) + len(p.made) for p in self._parts),
+            max_games=self.max_games,
         )
-        return segments
 
     def _encode(
         self,
-        batches: list[list[int]],
-        watermark: int,
+        todo: list[tuple[_Part, list[int]]],
         workers: int,
         output: Callable[[str], Output],
         tally: Callable[[int, dict[str, int]], None],
-    ) -> list[Stored]:
+    ) -> None:
         p = self.params
         tasks = [
-            Task(
-                str(self.path),
+            task_of(
+                part.source,
                 self.key,
-                watermark,
-                tuple(b),
+                b,
                 str(p["encoder_spec"]),
                 int(p["history_length"]),
                 int(p["sample_every"]),
-                self.snap.identity,
             )
-            for b in batches
+            for part, b in todo
         ]
-        names = [f"seg-{b[-1]}-{b[0]}-{secrets.token_hex(4)}.rows" for b in batches]
+        paths = [part.store / f"seg-{b[-1]}-{b[0]}-{secrets.token_hex(4)}.rows" for part, b in todo]
 
         def out(i: int) -> Output:
-            path = self.store / names[i]
-            self._new.append(path)
-            return output(str(path))
+            self._new.append(paths[i])
+            return output(str(paths[i]))
 
         if workers > 1 and len(tasks) >= workers:
             done: Iterator[Done] = parallel_segments(iter(tasks), workers, out)
         else:
             done = (encode_task(t, out(i)) for i, t in enumerate(tasks))
-        made = []
         with contextlib.closing(done):  # type: ignore[type-var]  # a failure stops the workers now
-            for b, name, d in zip(batches, names, done, strict=True):
-                with open(self.store / name, "rb+") as f:  # kept across exports: durable before the manifest
+            for (part, b), path, d in zip(todo, paths, done, strict=True):
+                with open(path, "rb+") as f:  # kept across exports: durable before the manifest
                     os.fsync(f.fileno())
                 if d.games != len(b):  # listed from the snapshot, gone now: the file changed under it
                     raise DatabaseReplaced(
-                        self.path, f"{len(b) - d.games} listed games vanished during the export (replaced?)"
+                        Path(part.source[0]),
+                        f"{len(b) - d.games} listed games vanished during the export (replaced?)",
                     )
                 seg = d.segment
-                made.append(
-                    Stored(name, b[-1], b[0], len(b), sum(b), seg.rows, seg.sizes, d.games, d.skipped)
+                part.made.append(
+                    Stored(path.name, b[-1], b[0], len(b), sum(b), seg.rows, seg.sizes, d.games, d.skipped)
                 )
                 tally(d.games, d.skipped)  # progress while encoding
-        return made
 
-    def commit(self, segments: list[Stored]) -> None:
-        """After the NPZ is in place: record the store, drop every other file and store of the config."""
-        _save(self.store, segments)
-        keep = {s.file for s in segments} | {MANIFEST}
-        for f in self.store.iterdir():
-            if f.name not in keep:
-                with contextlib.suppress(FileNotFoundError):
-                    f.unlink()
+    def commit(self) -> None:
+        """After the NPZ is in place: record each store, drop every other file and store of the config."""
+        for part in self._parts:
+            segments = part.segments()
+            _save(part.store, segments)
+            keep = {s.file for s in segments} | {MANIFEST}
+            for f in part.store.iterdir():
+                if f.name not in keep:
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
+        stores = {part.store for part in self._parts}
         for other in (self.root / self.key).iterdir():
-            if other != self.store and other.is_dir():
+            if other not in stores and other.is_dir():
                 shutil.rmtree(other, ignore_errors=True)
         self._new = []
         self._unlock()

@@ -16,6 +16,7 @@ pays only for forking warm workers. The pool lives for one export.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import multiprocessing
@@ -101,6 +102,43 @@ def encode_task(task: Task, out: Output) -> Done:
         raise WorkerError(f"{type(e).__name__}: {e}") from None
 
 
+Source = tuple[str, int, tuple[int, int] | None]  # path, watermark, identity of its snapshot
+
+
+def export_sources(
+    db_paths: Sequence[Path], snapshots: Mapping[str, SourceSnapshot], key: str
+) -> list[Source]:
+    """The sources an export of ``key`` reads, each with its snapshot's watermark and identity."""
+    return [
+        (str(path), wm, snapshots[str(path)].identity)
+        for path, wm in exported_sources(db_paths, snapshots, key)
+    ]
+
+
+def selected(sources: Sequence[Source], key: str, max_games: int | None) -> Generator[tuple[int, int]]:
+    """``(rowid, source index)`` of the games an export takes, in the serial export's order.
+
+    Newest first across sources (the same merge key and tie order as the serial export), at
+    most ``max_games``: of each source, the newest games by rowid.
+    """
+    streams = [
+        GameDB(Path(path)).iter_game_keys(
+            key, upto_rowid=wm, newest_first=True, limit=max_games, identity=identity
+        )
+        for path, wm, identity in sources
+    ]
+    tagged = [_tag(s, i) for i, s in enumerate(streams)]
+    merged = tagged[0] if len(tagged) == 1 else heapq.merge(*tagged, key=lambda t: t[:2], reverse=True)
+    try:
+        for _, rowid, i in itertools.islice(merged, max_games):
+            yield rowid, i
+    finally:
+        for s in streams:  # close each source's read connection, even when stopping early
+            close = getattr(s, "close", None)
+            if close is not None:
+                close()
+
+
 def plan_tasks(
     db_paths: Sequence[Path],
     snapshots: Mapping[str, SourceSnapshot],
@@ -112,35 +150,19 @@ def plan_tasks(
     sample_every: int,
 ) -> Iterator[Task]:
     """Tasks covering the usable games of the snapshot in the serial export's order."""
-    sources = [
-        (str(path), wm, snapshots[str(path)].identity)
-        for path, wm in exported_sources(db_paths, snapshots, key)
-    ]
-    streams = [
-        GameDB(Path(path)).iter_game_keys(
-            key, upto_rowid=wm, newest_first=True, limit=max_games, identity=identity
-        )
-        for path, wm, identity in sources
-    ]
-    # Tag each key with its source; the same merge key and tie order as the serial export.
-    tagged = [_tag(s, i) for i, s in enumerate(streams)]
-    merged = tagged[0] if len(tagged) == 1 else heapq.merge(*tagged, key=lambda t: t[:2], reverse=True)
-    try:
+    sources = export_sources(db_paths, snapshots, key)
+    games = selected(sources, key, max_games)
+    with contextlib.closing(games):
         batch: list[int] = []
         source = -1
-        for _, rowid, i in itertools.islice(merged, max_games):
+        for rowid, i in games:
             if batch and (i != source or len(batch) >= TASK_GAMES):
-                yield _task(sources[source], key, batch, encoder, history_length, sample_every)
+                yield task_of(sources[source], key, batch, encoder, history_length, sample_every)
                 batch = []
             batch.append(rowid)
             source = i
         if batch:
-            yield _task(sources[source], key, batch, encoder, history_length, sample_every)
-    finally:
-        for s in streams:  # close each source's read connection, even when stopping early
-            close = getattr(s, "close", None)
-            if close is not None:
-                close()
+            yield task_of(sources[source], key, batch, encoder, history_length, sample_every)
 
 
 def _tag(keys: Iterator[tuple[str, int]], source: int) -> Iterator[tuple[str, int, int]]:
@@ -148,8 +170,8 @@ def _tag(keys: Iterator[tuple[str, int]], source: int) -> Iterator[tuple[str, in
         yield created, rowid, source
 
 
-def _task(
-    source: tuple[str, int, tuple[int, int] | None],
+def task_of(
+    source: Source,
     key: str,
     rowids: list[int],
     encoder: str,

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from daemon.export import segments
+from daemon.export import segments, tiers
 from daemon.export.job import run_export
 from daemon.selfplay_sim import GameFactory, connect_writer, insert_game, write_games
 from daemon.settings import Settings, settings_from_mapping
@@ -18,11 +18,11 @@ from daemon.settings import Settings, settings_from_mapping
 KEY = "square8_2p"
 
 
-def make_settings(data: Path, db: Path, *, incremental: bool, workers: int = 2) -> Settings:
+def make_settings(data: Path, db: Path | list[Path], *, incremental: bool, workers: int = 2) -> Settings:
     return settings_from_mapping(
         {
             "data_dir": str(data),
-            "game_dbs": [str(db)],
+            "game_dbs": [str(p) for p in (db if isinstance(db, list) else [db])],
             "configs": [KEY],
             "export": {"min_free_bytes": 0, "workers": workers, "incremental": incremental},
         }
@@ -34,7 +34,7 @@ def rows(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files if z[k].dtype.kind != "U"}  # metadata members are strings
 
 
-def same_as_full(tmp: Path, db: Path, inc: Settings, tag: str) -> dict[str, object]:
+def same_as_full(tmp: Path, db: Path | list[Path], inc: Settings, tag: str) -> dict[str, object]:
     """Export incrementally and fully (another data dir); the rows must be identical."""
     got = run_export(inc, KEY)
     full = run_export(make_settings(tmp / f"full-{tag}", db, incremental=False), KEY, force=True)
@@ -146,3 +146,89 @@ def test_many_small_segments_are_compacted(tmp_path: Path, monkeypatch: pytest.M
         assert len(same_as_full(tmp_path, db, inc, "b")["segments"]) == 1  # type: ignore[arg-type]
     finally:
         writer.close()
+
+
+def window(monkeypatch: pytest.MonkeyPatch, max_games: int) -> None:
+    """Scale the tier table down: every export takes at most the newest ``max_games`` games."""
+    monkeypatch.setattr(tiers, "TIERS", (tiers.Tier("small", 0, max_games, 1, 100, 128),))
+
+
+def row_set(path: Path) -> list[bytes]:
+    """Every sample of the file as the bytes of its row in each array, sorted (order-free)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = [
+            z[k] for k in sorted(z.files) if z[k].dtype.kind != "U" and z[k].ndim and k != "feature_constant"
+        ]
+    n = len(arrays[0])
+    assert all(len(a) == n for a in arrays)
+    return sorted(b"".join(a[i].tobytes() for a in arrays) for i in range(n))
+
+
+def same_samples_as_full(tmp: Path, dbs: list[Path], inc: Settings, tag: str) -> list[dict[str, object]]:
+    got = run_export(inc, KEY)
+    full = run_export(make_settings(tmp / f"full-{tag}", dbs, incremental=False), KEY, force=True)
+    assert not got.cache_hit
+    assert (got.games, got.samples, got.skipped) == (full.games, full.samples, full.skipped)
+    assert row_set(got.output) == row_set(full.output)
+    stores = sorted(p for p in (inc.training_dir / ".segments" / KEY).iterdir() if p.is_dir())
+    return [orjson.loads((s / "manifest.json").read_bytes()) for s in stores]
+
+
+def test_the_window_of_max_games_slides_by_dropping_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "g.db"
+    write_games(db, KEY, 400, seed=3, active_share=0.0)
+    window(monkeypatch, 300)
+    inc = make_settings(tmp_path / "inc", db, incremental=True)
+    first = same_as_full(tmp_path, db, inc, "0")
+    assert sum(s["count"] for s in first["segments"]) == 300  # type: ignore[attr-defined]
+    writer = connect_writer(db)
+    try:
+        factory = GameFactory(KEY, 60)
+        for _ in range(20):
+            insert_game(writer, factory.make("completed"))
+        capsys.readouterr()
+        second = same_as_full(tmp_path, db, inc, "1")  # byte for byte: one source
+    finally:
+        writer.close()
+    segs = second["segments"]
+    assert sum(s["count"] for s in segs) == 300  # type: ignore[attr-defined]  # the window, no more on disk
+    old = {s["file"] for s in first["segments"]}  # type: ignore[attr-defined]
+    reused = [s for s in segs if s["file"] in old]  # type: ignore[attr-defined]
+    # The 20 new games, and the part of the one segment the window now cuts, were encoded.
+    (n,) = encoded(capsys.readouterr().out)
+    assert 20 <= n < 20 + segments.TASK_GAMES
+    assert sum(s["count"] for s in reused) == 300 - n  # type: ignore[misc]
+    assert min(s["lo"] for s in segs) > min(s["lo"] for s in first["segments"])  # type: ignore[attr-defined]
+
+
+def test_several_sources_give_the_full_exports_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    write_games(a, KEY, 260, seed=21)
+    write_games(b, KEY, 150, seed=200_000)  # distinct game ids
+    inc = make_settings(tmp_path / "inc", [a, b], incremental=True)
+    stores = same_samples_as_full(tmp_path, [a, b], inc, "0")
+    assert len(stores) == 2
+    writer = connect_writer(b)
+    try:
+        factory = GameFactory(KEY, 70)
+        for _ in range(12):
+            insert_game(writer, factory.make("completed"))
+        capsys.readouterr()
+        again = same_samples_as_full(tmp_path, [a, b], inc, "1")
+        assert encoded(capsys.readouterr().out) == [12]  # only the new games of b
+        assert len(again) == 2
+        # A window across both sources: the newest games of the merge, the same set.
+        window(monkeypatch, 200)
+        capsys.readouterr()
+        windowed = same_samples_as_full(tmp_path, [a, b], inc, "2")
+        assert sum(s["count"] for m in windowed for s in m["segments"]) == 200  # type: ignore[attr-defined]
+    finally:
+        writer.close()
+    # A source dropped from the settings: its store goes with the next export.
+    window(monkeypatch, 10_000)
+    only_a = make_settings(tmp_path / "inc", [a], incremental=True)
+    assert len(same_samples_as_full(tmp_path, [a], only_a, "3")) == 1

@@ -32,14 +32,28 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def settings(tmp: Path, dbs: Sequence[Path], workers: int, encoder: str = "builtin") -> Settings:
+def settings(
+    tmp: Path, dbs: Sequence[Path], workers: int, encoder: str = "builtin", *, incremental: bool = False
+) -> Settings:
+    """The full export's settings (segments off) unless ``incremental``."""
     return settings_from_mapping(
         {
             "data_dir": str(tmp / f"data{workers}"),
             "game_dbs": [str(p) for p in dbs],
-            "export": {"min_free_bytes": 0, "workers": workers, "encoder": encoder},
+            "export": {
+                "min_free_bytes": 0,
+                "workers": workers,
+                "encoder": encoder,
+                "incremental": incremental,
+            },
         }
     )
+
+
+def store_files(data: Path) -> dict[str, bytes]:
+    """Every file of the segment stores under ``data`` with its bytes."""
+    root = data / "training" / ".segments"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("max_games", [None, 1, TASK_GAMES, TASK_GAMES + 1, 333])
@@ -109,20 +123,26 @@ class DyingEncoder(MoveHistoryEncoder):
         raise AssertionError("unreachable")
 
 
+@pytest.mark.parametrize("incremental", [False, True])
 @pytest.mark.parametrize(
     "cls, match",
     [("FailingEncoder", "ValueError: planted encoder failure"), ("DyingEncoder", "worker process died")],
 )
 def test_a_failing_or_killed_worker_fails_the_export_and_keeps_the_previous_file(
-    sources: list[Path], tmp_path: Path, cls: str, match: str
+    sources: list[Path], tmp_path: Path, cls: str, match: str, incremental: bool
 ) -> None:
-    good = run_export(settings(tmp_path, sources, 2), KEY, now=NOW)
+    good = run_export(settings(tmp_path, sources, 2, incremental=incremental), KEY, now=NOW)
     before = good.output.read_bytes()
     cache = good.output.parent / ".export_cache.json"
     cache_before = cache.read_bytes()
-    bad = settings(tmp_path, sources, 2, f"{__name__}:{cls}")
+    stores = store_files(tmp_path / "data2") if incremental else {}
+    assert bool(stores) == incremental
+    bad = settings(tmp_path, sources, 2, f"{__name__}:{cls}", incremental=incremental)
     with pytest.raises(ExportError, match=match):
         run_export(bad, KEY, force=True)
     assert good.output.read_bytes() == before and cache.read_bytes() == cache_before
     leftovers = {p.name for p in good.output.parent.iterdir()} - {".export_cache.json.lock"}
-    assert leftovers == {".export_cache.json", f"{KEY}.npz"}  # no temporary files left
+    assert leftovers == {".export_cache.json", f"{KEY}.npz", *([".segments"] if incremental else [])}
+    # No temporary file left, and the segment stores exactly as the good export left them.
+    if incremental:
+        assert store_files(tmp_path / "data2") == stores
