@@ -8,11 +8,9 @@ snapshot, so a game that arrives during an export makes the next check a miss.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import json
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +19,10 @@ from typing import Any
 import structlog
 
 from daemon.data.fingerprint import Fingerprint, fingerprints
-from daemon.data.gamedb import Game, GameDB, GameDBError, SourceSnapshot
+from daemon.data.gamedb import GameDBError, SourceSnapshot
 from daemon.data.sources import expand, snapshot_readable
 from daemon.export.cache import ExportCache, sources_record
-from daemon.export.encoder import EncodedGame, Encoder, EncoderError, load_encoder
+from daemon.export.encoder import Encoder, EncoderError, load_encoder
 from daemon.export.params import (
     GAME_FILTER,
     ExportError,
@@ -37,12 +35,12 @@ from daemon.export.params import (
 from daemon.export.quick import quick_hit
 from daemon.export.rows import RowsError, check_encoded, row_arrays
 from daemon.export.segments import SegmentExport
-from daemon.export.tiers import ExportSettings, exported_sources, get_export_settings, take_snapshots
+from daemon.export.serial import newest_games, serial_rows
+from daemon.export.tiers import ExportSettings, get_export_settings, take_snapshots
 from daemon.export.workers import (
     TASK_GAMES,
     Output,
     WorkerError,
-    defects_of,
     export_sources,
     parallel_segments,
     plan_tasks,
@@ -66,13 +64,7 @@ __all__ = [
     "run_export",
 ]
 
-# Games are encoded in blocks of about this many moves: one numpy pass per block
-# instead of one per game, while a block's arrays stay small (hexagonal: ~20 MB).
-BLOCK_MOVES = 4096
-BLOCK_GAMES = 256
 Progress = Callable[[int, int], None]
-# The game ids of one encoded block, its rows, and the source rows the reader could not use.
-Rows = tuple[list[str], EncodedGame, dict[str, int]]
 # Snapshots of the readable paths and the error of each other one (sources.snapshot_readable).
 Refresh = Callable[[Sequence[Path]], tuple[dict[str, SourceSnapshot], dict[str, GameDBError]]]
 
@@ -104,53 +96,6 @@ class ExportResult:
             "seconds": round(self.seconds, 3),
             "reason": self.reason,
         }
-
-
-def _games(
-    db_paths: Sequence[Path], snapshots: Mapping[str, SourceSnapshot], key: str, max_games: int | None
-) -> Iterator[Game]:
-    """Usable games of exactly the snapshot, newest first across sources, at most ``max_games``."""
-    iters: list[Iterator[Game]] = [
-        GameDB(path).iter_games(
-            # Only the snapshot's file: one renamed over the path since then is refused.
-            key,
-            upto_rowid=watermark,
-            newest_first=True,
-            limit=max_games,
-            identity=snapshots[str(path)].identity,
-        )
-        for path, watermark in exported_sources(db_paths, snapshots, key)
-    ]
-    try:
-        merged = (
-            iters[0]
-            if len(iters) == 1
-            else heapq.merge(*iters, key=lambda g: (g.created_at or "", g.rowid), reverse=True)
-        )
-        yield from itertools.islice(merged, max_games)
-    finally:
-        for it in iters:  # close each source's read connection now, even when stopping early
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-
-
-def _serial_rows(games: Iterator[Game], encoder: Encoder, sample_every: int) -> Generator[Rows]:
-    """Encode in this process: blocks of about ``BLOCK_MOVES`` moves (or one game per call)."""
-    encode_games = getattr(encoder, "encode_games", None)
-    block: list[Game] = []
-    block_moves = 0
-    for game in games:
-        if encode_games is None:
-            yield [game.game_id], encoder.encode_game(game, sample_every), game.defects
-            continue
-        block.append(game)
-        block_moves += len(game.moves)
-        if block_moves >= BLOCK_MOVES or len(block) >= BLOCK_GAMES:
-            yield [g.game_id for g in block], encode_games(block, sample_every), defects_of(block)
-            block, block_moves = [], 0
-    if block and encode_games is not None:
-        yield [g.game_id for g in block], encode_games(block, sample_every), defects_of(block)
 
 
 def _export(
@@ -229,7 +174,7 @@ def _export(
                     writer.adopt(d.segment)
                     tally(d.games, d.skipped)
         else:
-            rows = _serial_rows(_games(db_paths, snapshots, key, es.max_games), encoder, es.sample_every)
+            rows = serial_rows(newest_games(db_paths, snapshots, key, es.max_games), encoder, es.sample_every)
             with contextlib.closing(rows):  # closes the source connections now, even on failure
                 for game_ids, enc, defects in rows:
                     check_encoded(encoder, enc, specs, policy_size, game_ids[0], grid * grid)

@@ -13,7 +13,8 @@ import pytest
 from daemon.data.gamedb import Game
 from daemon.export import job
 from daemon.export.encoder import EncodedGame, MoveHistoryEncoder
-from daemon.export.job import ExportError, _games, run_export
+from daemon.export.job import ExportError, run_export
+from daemon.export.serial import newest_games
 from daemon.export.tiers import take_snapshots
 from daemon.export.workers import TASK_GAMES, plan_tasks
 from daemon.selfplay_sim import write_games
@@ -61,8 +62,8 @@ def test_tasks_cover_exactly_the_serial_games_in_order(sources: list[Path], max_
     snaps = take_snapshots(sources)
     by_id: dict[str, str] = {}
     for path in sources:
-        by_id.update({g.game_id: str(path) for g in _games([path], snaps, KEY, None)})
-    serial = [(by_id[g.game_id], g.rowid) for g in _games(sources, snaps, KEY, max_games)]
+        by_id.update({g.game_id: str(path) for g in newest_games([path], snaps, KEY, None)})
+    serial = [(by_id[g.game_id], g.rowid) for g in newest_games(sources, snaps, KEY, max_games)]
     plan = plan_tasks(sources, snaps, KEY, max_games, encoder="builtin", history_length=4, sample_every=1)
     tasks = list(plan)
     planned = [(t.path, r) for t in tasks for r in t.rowids]
