@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -54,14 +55,6 @@ def manifest(s: Settings) -> dict[str, object]:
     assert files == {seg["file"] for seg in data["segments"]}  # type: ignore[attr-defined]  # nothing else kept
     data["store"] = store
     return data
-
-
-def encoded(caplog_text: str) -> list[int]:
-    return [
-        int(x.split("encoded_games=")[1].split()[0])
-        for x in caplog_text.splitlines()
-        if "export.segments" in x
-    ]
 
 
 def test_incremental_equals_full_through_appends_updates_and_replacement(tmp_path: Path) -> None:
@@ -174,8 +167,14 @@ def same_samples_as_full(tmp: Path, dbs: list[Path], inc: Settings, tag: str) ->
     return [orjson.loads((s / "manifest.json").read_bytes()) for s in stores]
 
 
+def new_segments(before: list[dict[str, object]], after: list[dict[str, object]]) -> list[dict[str, Any]]:
+    """The segments of ``after``'s manifests that no manifest of ``before`` holds (newly encoded)."""
+    old = {s["file"] for m in before for s in m["segments"]}  # type: ignore[attr-defined]
+    return [s for m in after for s in m["segments"] if s["file"] not in old]  # type: ignore[attr-defined]
+
+
 def test_the_window_of_max_games_slides_by_dropping_segments(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "g.db"
     write_games(db, KEY, 400, seed=3, active_share=0.0)
@@ -188,7 +187,6 @@ def test_the_window_of_max_games_slides_by_dropping_segments(
         factory = GameFactory(KEY, 60)
         for _ in range(20):
             insert_game(writer, factory.make("completed"))
-        capsys.readouterr()
         second = same_as_full(tmp_path, db, inc, "1")  # byte for byte: one source
     finally:
         writer.close()
@@ -197,14 +195,14 @@ def test_the_window_of_max_games_slides_by_dropping_segments(
     old = {s["file"] for s in first["segments"]}  # type: ignore[attr-defined]
     reused = [s for s in segs if s["file"] in old]  # type: ignore[attr-defined]
     # The 20 new games, and the part of the one segment the window now cuts, were encoded.
-    (n,) = encoded(capsys.readouterr().out)
+    n = sum(s["count"] for s in new_segments([first], [second]))
     assert 20 <= n < 20 + segments.TASK_GAMES
     assert sum(s["count"] for s in reused) == 300 - n  # type: ignore[misc]
     assert min(s["lo"] for s in segs) > min(s["lo"] for s in first["segments"])  # type: ignore[attr-defined]
 
 
 def test_several_sources_give_the_full_exports_samples(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     write_games(a, KEY, 260, seed=21)
@@ -217,13 +215,11 @@ def test_several_sources_give_the_full_exports_samples(
         factory = GameFactory(KEY, 70)
         for _ in range(12):
             insert_game(writer, factory.make("completed"))
-        capsys.readouterr()
         again = same_samples_as_full(tmp_path, [a, b], inc, "1")
-        assert encoded(capsys.readouterr().out) == [12]  # only the new games of b
+        assert [s["count"] for s in new_segments(stores, again)] == [12]  # only the new games of b
         assert len(again) == 2
         # A window across both sources: the newest games of the merge, the same set.
         window(monkeypatch, 200)
-        capsys.readouterr()
         windowed = same_samples_as_full(tmp_path, [a, b], inc, "2")
         assert sum(s["count"] for m in windowed for s in m["segments"]) == 200  # type: ignore[attr-defined]
     finally:
