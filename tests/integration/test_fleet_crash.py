@@ -33,7 +33,7 @@ from tests.support.procs import stop_all
 
 # Runs in the child before the service: SIGSTOP this process at one step of registration.
 STOP_AT = r"""
-import os, signal, sys
+import os, signal, sys, threading
 from pathlib import Path
 from daemon.registry.registrar import Registrar
 from daemon.registry.registry import ModelRegistry
@@ -42,6 +42,10 @@ step, marker = sys.argv[1], Path(sys.argv[2])
 def freeze(point):
     marker.write_text(point)
     os.kill(os.getpid(), signal.SIGSTOP)
+    # Continued anyway (the kernel sends SIGHUP + SIGCONT to a process group that becomes
+    # orphaned while one of its members is stopped; seen twice under a nohup'd test run):
+    # this step still never finishes.
+    threading.Event().wait()
 
 if step in ("copied", "published"):
     hook = ModelRegistry._call_hook
@@ -65,13 +69,6 @@ raise SystemExit(main(["run", "--config", sys.argv[3]]))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _stopped(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("step", ["copied", "published", "committed"])
 def test_kill_9_at_each_registration_step(tmp_path: Path, postgres_url: str, step: str) -> None:
     db, store = tmp_path / "games.db", tmp_path / "objects"
@@ -91,8 +88,8 @@ def test_kill_9_at_each_registration_step(tmp_path: Path, postgres_url: str, ste
     reg = fleet_registry(postgres_url, store, tmp_path)
     restarted: list[subprocess.Popen[bytes]] = []
     try:
-        wait_until(lambda: marker.exists() and _stopped(victim.pid), 240, 0.05, f"the node to stop at {step}")
-        assert marker.read_text() == step
+        # The marker is written at the step, before the freeze: from then on the step never finishes.
+        wait_until(lambda: marker.exists() and marker.read_text() == step, 240, 0.05, f"the node at {step}")
         victim.kill()  # kill -9 at that step
         assert victim.wait(timeout=30) == -9
         [run] = node_runs(data)
