@@ -38,6 +38,9 @@ from pathlib import Path
 from daemon.registry.registrar import Registrar
 from daemon.registry.registry import ModelRegistry
 step, marker = sys.argv[1], Path(sys.argv[2])
+# The kernel's SIGHUP to an orphaned process group with a stopped member (see freeze) must not
+# end the node before the test's kill -9.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 def freeze(point):
     marker.write_text(point)
