@@ -110,15 +110,16 @@ def _game_query(
     min_rowid: int,
     sources: tuple[str, ...] | None,
     rowids: Sequence[int] | None,
+    optional: Sequence[str] = OPTIONAL_GAME_COLUMNS,
 ) -> tuple[str, list[Any], list[str]] | None:
-    """The usable-games prefilter SELECT (rowid, game_id, the rule's columns, optional ones).
+    """The usable-games prefilter SELECT (rowid, game_id, the rule's columns, ``optional`` ones).
 
     No LIMIT: rows the rule rejects must not count against it (callers stop early instead;
     SQLite streams a rowid-ordered scan, so that costs nothing).
     """
     board, n = parse_config_key(key)
     aliases = board_aliases(board)
-    opt = [c for c in OPTIONAL_GAME_COLUMNS if c in schema.game_cols]
+    opt = [c for c in optional if c in schema.game_cols]
     sel = ", ".join(["rowid", "game_id", *_PREDICATE, *opt])
     sql = f"SELECT {sel} FROM games WHERE {usable_sql(aliases)} AND rowid <= ? AND rowid > ?"
     params: list[Any] = [*aliases, n, upto if upto is not None else 2**62, min_rowid]
@@ -166,7 +167,8 @@ def game_keys(
     limit: int | None,
 ) -> Iterator[tuple[str, int]]:
     """``(created_at or "", rowid)`` of the games :func:`stream_games` yields, in the same order."""
-    q = _game_query(schema, key, upto, newest, 0, None, None)
+    # Only the merge key's column: a header-heavy database's metadata is never read here.
+    q = _game_query(schema, key, upto, newest, 0, None, None, ("created_at",))
     assert q is not None  # no source filter
     sql, params, opt = q
     at = 6 + opt.index("created_at") if "created_at" in opt else None
