@@ -152,7 +152,6 @@ class _Part:
 
     source: Source
     store: Path
-    rowids: list[int]  # the games the export takes from this source, ascending
     old: list[Stored]
     kept: list[Stored]
     made: list[Stored] = field(default_factory=list)
@@ -209,7 +208,7 @@ class SegmentExport:
             kept = _kept(old, rowids)
             if len(kept) > _COMPACT_FACTOR * len(rowids) // TASK_GAMES + _COMPACT_FLOOR:
                 kept = []
-            part = _Part(source, store, rowids, old, kept)
+            part = _Part(source, store, old, kept)
             self._parts.append(part)
             store.mkdir(parents=True, exist_ok=True)
             for s in kept:

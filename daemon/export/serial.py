@@ -9,8 +9,7 @@ from pathlib import Path
 
 from daemon.data.gamedb import Game, GameDB, SourceSnapshot
 from daemon.export.encoder import EncodedGame, Encoder
-from daemon.export.tiers import exported_sources
-from daemon.export.workers import defects_of
+from daemon.export.workers import defects_of, export_sources
 
 # Games are encoded in blocks of about this many moves: one numpy pass per block
 # instead of one per game, while a block's arrays stay small (hexagonal: ~20 MB).
@@ -25,15 +24,11 @@ def newest_games(
 ) -> Iterator[Game]:
     """Usable games of exactly the snapshot, newest first across sources, at most ``max_games``."""
     iters: list[Iterator[Game]] = [
-        GameDB(path).iter_games(
-            # Only the snapshot's file: one renamed over the path since then is refused.
-            key,
-            upto_rowid=watermark,
-            newest_first=True,
-            limit=max_games,
-            identity=snapshots[str(path)].identity,
+        # Only the snapshot's file: one renamed over the path since then is refused.
+        GameDB(Path(path)).iter_games(
+            key, upto_rowid=watermark, newest_first=True, limit=max_games, identity=identity
         )
-        for path, watermark in exported_sources(db_paths, snapshots, key)
+        for path, watermark, identity in export_sources(db_paths, snapshots, key)
     ]
     try:
         merged = (

@@ -120,18 +120,6 @@ class SourceUnreadable(Exception):
         super().__init__(f"{path}: {reason}")
 
 
-def exported_sources(
-    db_paths: Sequence[Path], snapshots: Mapping[str, SourceSnapshot], key: str
-) -> list[tuple[Path, int]]:
-    """``(path, watermark)`` of each source with usable games of ``key`` in its snapshot, in order."""
-    out = []
-    for path in db_paths:
-        cs = snapshots[str(path)].configs.get(key)
-        if cs is not None and cs.usable_games > 0:
-            out.append((path, cs.watermark))
-    return out
-
-
 def take_snapshots(db_paths: Sequence[Path]) -> dict[str, SourceSnapshot]:
     """Open, refresh and close each database; raises ``GameDBError`` for an unreadable one."""
     out: dict[str, SourceSnapshot] = {}

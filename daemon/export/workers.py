@@ -30,7 +30,6 @@ from pathlib import Path
 from daemon.data.gamedb import Game, GameDB, SourceSnapshot
 from daemon.export.encoder import load_encoder
 from daemon.export.rows import check_encoded, row_arrays
-from daemon.export.tiers import exported_sources
 from daemon.npz.format import ArraySpec
 from daemon.npz.writer import Segment, write_segment
 from daemon.training.pdeathsig import set_parent_death_signal
@@ -108,11 +107,15 @@ Source = tuple[str, int, tuple[int, int] | None]  # path, watermark, identity of
 def export_sources(
     db_paths: Sequence[Path], snapshots: Mapping[str, SourceSnapshot], key: str
 ) -> list[Source]:
-    """The sources an export of ``key`` reads, each with its snapshot's watermark and identity."""
-    return [
-        (str(path), wm, snapshots[str(path)].identity)
-        for path, wm in exported_sources(db_paths, snapshots, key)
-    ]
+    """The sources with usable games of ``key`` in their snapshot, in order, each with the
+    snapshot's watermark and file identity (an export reads exactly that file, up to there)."""
+    out: list[Source] = []
+    for path in db_paths:
+        snap = snapshots[str(path)]
+        cs = snap.configs.get(key)
+        if cs is not None and cs.usable_games > 0:
+            out.append((str(path), cs.watermark, snap.identity))
+    return out
 
 
 def selected(sources: Sequence[Source], key: str, max_games: int | None) -> Generator[tuple[int, int]]:

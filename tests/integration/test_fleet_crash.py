@@ -18,9 +18,10 @@ recovery agrees with the registry of record: the committed run is ``succeeded`` 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from daemon.selfplay_sim import write_games
 from tests.chaos._helpers import REPO, child_environ, start_service, wait_until
 from tests.support.fleet import fleet_mapping, fleet_registry, log_tails, node_runs, write_node_config
 from tests.support.procs import stop_all
+from tests.support.redis_server import free_port
 
 # Runs in the child before the service: SIGSTOP this process at one step of registration.
 STOP_AT = r"""
@@ -72,15 +74,21 @@ raise SystemExit(main(["run", "--config", sys.argv[3]]))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
+def _ticks(port: int) -> int:
+    """Decide ticks the service has run (``ringrift_tick_duration_seconds_count``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    m = re.search(r"^ringrift_tick_duration_seconds_count (\S+)$", body, re.M)
+    assert m is not None, body[:2000]
+    return int(float(m.group(1)))
+
+
 @pytest.mark.parametrize("step", ["copied", "published", "committed"])
 def test_kill_9_at_each_registration_step(tmp_path: Path, postgres_url: str, step: str) -> None:
     db, store = tmp_path / "games.db", tmp_path / "objects"
     write_games(db, "square8_2p", 40, seed=5)
-    cfg = write_node_config(
-        tmp_path,
-        0,
-        fleet_mapping(tmp_path, 0, db=db, configs=["square8_2p"], pg_url=postgres_url, store=store),
-    )
+    mapping = fleet_mapping(tmp_path, 0, db=db, configs=["square8_2p"], pg_url=postgres_url, store=store)
+    cfg = write_node_config(tmp_path, 0, mapping)
     data = tmp_path / "node0"
     marker, log = tmp_path / "frozen-at", tmp_path / "first.log"
     with log.open("wb") as out:
@@ -107,6 +115,9 @@ def test_kill_9_at_each_registration_step(tmp_path: Path, postgres_url: str, ste
             else:  # an object no row names (young: GC keeps it for its grace)
                 assert rows == [] and len(digests) == 1 and not digests[0].startswith("."), digests
 
+        # The restarted node serves /metrics: its decide ticks are counted there.
+        port = free_port()
+        cfg = write_node_config(tmp_path, 0, {**mapping, "http": {"enabled": True, "port": port}})
         restarted.append(start_service(cfg, tmp_path / "restart.log"))
 
         def resolved() -> bool:
@@ -124,7 +135,10 @@ def test_kill_9_at_each_registration_step(tmp_path: Path, postgres_url: str, ste
                 0.1,
                 "the retrain",
             )
-        time.sleep(2.0)  # a few decide ticks (0.5 s): nothing else starts
+        ticked = _ticks(port)
+        wait_until(
+            lambda: _ticks(port) >= ticked + 4, 240, 0.1, "four more decide ticks"
+        )  # nothing else starts
     finally:
         if victim.poll() is None:
             victim.kill()
